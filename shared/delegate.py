@@ -1,0 +1,312 @@
+"""The delegation explanation ("delegate tree"): how a path was routed, step by step.
+
+This is what Linkerd's ``/delegator.json`` and namerd's ``/api/1/delegate`` show, and what the
+dtab playground draws. Every node carries the ``path`` it is about and the ``dentry`` that
+produced it (``None`` for the root, Linkerd's ``Dentry.nop``).
+
+It differs from binding on purpose: an Alt explains ALL its branches (not just the first that
+works), namer errors become :class:`ExceptionNode` leaves instead of failing everything, and the
+result is simplified for reading (a Delegate whose child is about the same path disappears,
+nested Alts about the same path are spliced). It is a sans-I/O stepper like :class:`Binder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeAlias
+
+from .binding import DEFAULT_MAX_DEPTH, NeedLookup, Stepper, _Answer, _lookup, run_sync
+from .dtab import Dentry, Dtab
+from .errors import DelegationError, MaxDepthExceeded
+from .names import Bound, Name
+from .nametree import Alt, Fail, Leaf, NameTree, Neg, Union
+from .path import Path
+
+__all__ = [
+    "AltNode",
+    "DelegateNode",
+    "DelegateTree",
+    "Delegator",
+    "EmptyNode",
+    "ExceptionNode",
+    "FailNode",
+    "LeafNode",
+    "NegNode",
+    "TransformationNode",
+    "UnionNode",
+    "WeightedNode",
+    "delegate",
+    "simplify_delegate_tree",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DelegateNode:
+    """``path`` was rewritten by ``dentry``'s target ... into ``tree``."""
+
+    path: Path
+    dentry: Dentry | None
+    tree: DelegateTree
+
+
+@dataclass(frozen=True, slots=True)
+class AltNode:
+    """Fallback: the first branch that is not negative is used."""
+
+    path: Path
+    dentry: Dentry | None
+    trees: tuple[DelegateTree, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedNode:
+    """A union branch and its weight."""
+
+    weight: float
+    tree: DelegateTree
+
+
+@dataclass(frozen=True, slots=True)
+class UnionNode:
+    """Weighted union: traffic is split over the branches."""
+
+    path: Path
+    dentry: Dentry | None
+    weighted: tuple[WeightedNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeafNode:
+    """The path was bound to a concrete name (``value`` is Bound; a Path only mid-algorithm)."""
+
+    path: Path
+    dentry: Dentry | None
+    value: Bound | Path
+
+
+@dataclass(frozen=True, slots=True)
+class NegNode:
+    """Nothing matched (or an explicit ``~``, shown with the empty path as ``"~"``)."""
+
+    path: Path
+    dentry: Dentry | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailNode:
+    """An explicit failure (``!`` or ``/$/fail``)."""
+
+    path: Path
+    dentry: Dentry | None
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyNode:
+    """The name exists but has no endpoints (``$`` or ``/$/nil``)."""
+
+    path: Path
+    dentry: Dentry | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionNode:
+    """Looking this path up failed; ``message`` says why."""
+
+    path: Path
+    dentry: Dentry | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransformationNode:
+    """A transformer rewrote ``bound`` into ``tree`` (never produced by the core algorithm)."""
+
+    path: Path
+    name: str
+    bound: Bound
+    tree: DelegateTree
+
+
+DelegateTree: TypeAlias = (
+    DelegateNode
+    | AltNode
+    | UnionNode
+    | LeafNode
+    | NegNode
+    | FailNode
+    | EmptyNode
+    | ExceptionNode
+    | TransformationNode
+)
+
+
+def from_name_tree(path: Path, dentry: Dentry | None, tree: NameTree[Name]) -> DelegateTree:
+    """Copy a name tree's shape, labelling each node with ``path`` and ``dentry``.
+
+    An explicit ``~`` gets the empty path (Linkerd shows it as ``"~"``).
+    """
+    if isinstance(tree, Leaf):
+        return LeafNode(path, dentry, tree.value)
+    if isinstance(tree, Alt):
+        if not tree.trees:
+            return NegNode(path, dentry)
+        if len(tree.trees) == 1:
+            return from_name_tree(path, dentry, tree.trees[0])
+        return AltNode(path, dentry, tuple(from_name_tree(path, dentry, t) for t in tree.trees))
+    if isinstance(tree, Union):
+        if not tree.weighted:
+            return NegNode(path, dentry)
+        if len(tree.weighted) == 1:
+            return from_name_tree(path, dentry, tree.weighted[0].tree)
+        return UnionNode(
+            path,
+            dentry,
+            tuple(
+                WeightedNode(w.weight, from_name_tree(path, dentry, w.tree)) for w in tree.weighted
+            ),
+        )
+    if isinstance(tree, Neg):
+        return NegNode(Path(), dentry)
+    if isinstance(tree, Fail):
+        return FailNode(path, dentry)
+    return EmptyNode(path, dentry)
+
+
+class Delegator(Stepper[DelegateTree]):
+    """Explain how ``path`` is bound through ``dtab`` and the namers (see module docstring).
+
+    Args mirror :class:`~shared.binding.Binder`. ``Done.value`` is the simplified tree.
+
+    Raises (from ``next_event``):
+        MaxDepthExceeded: the chain outside any Alt/Union is longer than ``max_depth``
+            (inside an Alt or Union the branch becomes an :class:`ExceptionNode`).
+    """
+
+    def __init__(
+        self,
+        dtab: Dtab,
+        path: Path,
+        namers: Sequence[Path] = (),
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self.dtab = dtab
+        self.path = path
+        self.namers = tuple(namers)
+        self.max_depth = max_depth
+        super().__init__(self._run())
+
+    def _run(self) -> Generator[NeedLookup, _Answer, DelegateTree]:
+        tree = yield from self._delegate(LeafNode(Path(), None, self.path), 0)
+        return simplify_delegate_tree(tree)
+
+    def _delegate(
+        self, node: DelegateTree, depth: int
+    ) -> Generator[NeedLookup, _Answer, DelegateTree]:
+        if depth > self.max_depth:
+            raise MaxDepthExceeded(self.max_depth, self.path.show())
+        if isinstance(node, DelegateNode):
+            child = yield from self._delegate(node.tree, depth)
+            return replace(node, tree=child)
+        if isinstance(node, AltNode):
+            trees = []
+            for t in node.trees:
+                trees.append((yield from self._branch(node.path, node.dentry, t, depth)))
+            return replace(node, trees=tuple(trees))
+        if isinstance(node, UnionNode):
+            branches = []
+            for w in node.weighted:
+                t = yield from self._branch(node.path, node.dentry, w.tree, depth)
+                branches.append(WeightedNode(w.weight, t))
+            return replace(node, weighted=tuple(branches))
+        if isinstance(node, TransformationNode):
+            child = yield from self._delegate(node.tree, depth)
+            return replace(node, tree=child)
+        if not isinstance(node, LeafNode) or isinstance(node.value, Bound):
+            return node
+        name, dentry = node.value, node.dentry
+        matches = self.dtab.matching(name)
+        result: DelegateTree
+        if not matches:
+            try:
+                looked_up = yield from _lookup(Dtab.empty(), self.namers, name)
+            except DelegationError as err:
+                return ExceptionNode(name, dentry, str(err))
+            if isinstance(looked_up, Neg):
+                return NegNode(name, dentry)
+            result = from_name_tree(name, dentry, looked_up)
+        else:
+            subtrees = tuple(from_name_tree(name, d, d.rewrite(name)) for d in matches)
+            if len(subtrees) == 1:
+                result = DelegateNode(name, dentry, subtrees[0])
+            else:
+                result = AltNode(name, dentry, subtrees)
+        return (yield from self._delegate(result, depth + 1))
+
+    def _branch(
+        self, path: Path, dentry: Dentry | None, tree: DelegateTree, depth: int
+    ) -> Generator[NeedLookup, _Answer, DelegateTree]:
+        """Explain one Alt/Union branch; its failure is confined to an ExceptionNode."""
+        try:
+            return (yield from self._delegate(tree, depth))
+        except DelegationError as err:
+            return ExceptionNode(path, dentry, str(err))
+
+
+def _with_dentry(node: DelegateTree, dentry: Dentry | None) -> DelegateTree:
+    if isinstance(node, TransformationNode):
+        return node
+    return replace(node, dentry=dentry)
+
+
+def simplify_delegate_tree(node: DelegateTree) -> DelegateTree:
+    """Linkerd's ``DelegateTree.simplified``: drop Delegates about the same path, splice Alts."""
+    if isinstance(node, DelegateNode):
+        child = simplify_delegate_tree(node.tree)
+        if not isinstance(child, (NegNode, FailNode, EmptyNode)) and child.path == node.path:
+            return _with_dentry(child, node.dentry)
+        return replace(node, tree=child)
+    if isinstance(node, AltNode):
+        if not node.trees:
+            return NegNode(node.path, node.dentry)
+        if len(node.trees) == 1:
+            return simplify_delegate_tree(DelegateNode(node.path, node.dentry, node.trees[0]))
+        spliced: list[DelegateTree] = []
+        for t in node.trees:
+            s = simplify_delegate_tree(t)
+            if isinstance(s, AltNode) and s.path == node.path:
+                spliced.extend(s.trees)
+            else:
+                spliced.append(s)
+        return replace(node, trees=tuple(spliced))
+    if isinstance(node, UnionNode):
+        if not node.weighted:
+            return NegNode(node.path, node.dentry)
+        if len(node.weighted) == 1:
+            return simplify_delegate_tree(
+                DelegateNode(node.path, node.dentry, node.weighted[0].tree)
+            )
+        return replace(
+            node,
+            weighted=tuple(
+                WeightedNode(w.weight, simplify_delegate_tree(w.tree)) for w in node.weighted
+            ),
+        )
+    if isinstance(node, TransformationNode):
+        return replace(node, tree=simplify_delegate_tree(node.tree))
+    return node
+
+
+def delegate(
+    dtab: Dtab,
+    path: Path,
+    lookup: Callable[[NeedLookup], NameTree[Name]] | None = None,
+    namers: Sequence[Path] = (),
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> DelegateTree:
+    """Explain synchronously; namer errors from ``lookup`` become exception nodes."""
+
+    def no_namers(req: NeedLookup) -> NameTree[Name]:
+        raise DelegationError(f"no namer configured for {req.full.show()}")
+
+    return run_sync(Delegator(dtab, path, namers, max_depth), lookup or no_namers)
