@@ -152,13 +152,14 @@ def from_name_tree(path: Path, dentry: Dentry | None, tree: NameTree[Name]) -> D
         if not tree.trees:
             return NegNode(path, dentry)
         if len(tree.trees) == 1:
-            return from_name_tree(path, dentry, tree.trees[0])
+            # Linkerd turns a 1-child Alt into a Delegate (kept by simplify when paths differ).
+            return DelegateNode(path, dentry, from_name_tree(path, dentry, tree.trees[0]))
         return AltNode(path, dentry, tuple(from_name_tree(path, dentry, t) for t in tree.trees))
     if isinstance(tree, Union):
         if not tree.weighted:
             return NegNode(path, dentry)
         if len(tree.weighted) == 1:
-            return from_name_tree(path, dentry, tree.weighted[0].tree)
+            return DelegateNode(path, dentry, from_name_tree(path, dentry, tree.weighted[0].tree))
         return UnionNode(
             path,
             dentry,

@@ -42,15 +42,20 @@ Name = Path | Bound
 #: ``/$/<scheme>/...`` kinds served by the inet rule.
 INET_SCHEMES = frozenset({b"inet", b"fixedinet"})
 
-_JAVA_INT = re.compile(rb"[+-]?[0-9]+\Z")
+# Java's Integer.parseInt accepts any Unicode decimal digit; so does str-pattern \d.
+_JAVA_INT = re.compile(r"[+-]?\d+\Z")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
 def _port(label: bytes) -> int | None:
     """The label as a Java ``int`` (what Finagle accepts as a port), or None."""
-    if not _JAVA_INT.match(label):
+    try:
+        text = label.decode("utf-8")
+    except UnicodeDecodeError:
         return None
-    value = int(label)
+    if not _JAVA_INT.match(text):
+        return None
+    value = int(text)
     return value if _INT_MIN <= value <= _INT_MAX else None
 
 
