@@ -1,0 +1,337 @@
+"""namerd's configuration: namerd's YAML shape, our defaults, and every limit in one place.
+
+Config file shape (namerd's; unknown keys are an error naming the key and its file:line)::
+
+    admin:      {ip: 127.0.0.1, port: 9991, shutdownGraceMs: 10000}
+    storage:    {kind: io.l5d.redis, url: redis://host:6379/0, keyPrefix: "namerd:"}
+              | {kind: io.l5d.redis, sentinels: [{host: h, port: 26379}], service: mymaster}
+              | {kind: io.l5d.embeddedRedis, dataDir: ./.namerd}        # the default
+    namers:     [{kind: io.l5d.fs, prefix: /io.l5d.fs, rootDir: disco}, {kind: io.l5d.registry}]
+    interfaces: [{kind: io.l5d.httpController, ip: 127.0.0.1, port: 4180}]
+    auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only
+    limits:     {maxBodyBytes: 1048576, lookupTimeoutMs: 10000, delegateTimeoutMs: 2000,
+                 watchHeartbeatMs: 15000}
+
+Defaults (the one place they are documented):
+
+=======================  ==============  ==========================================================
+key                      default         meaning
+=======================  ==============  ==========================================================
+interfaces               httpController  namerd requires the list; we default to the HTTP API
+                         127.0.0.1:4180
+admin.ip / admin.port    127.0.0.1:9991  admin server (ping, metrics, namespaces page)
+admin.shutdownGraceMs    10000           SIGTERM: time open requests get to finish
+storage                  embedded        a real redis-server started by namerd, AOF on, unix socket
+storage.dataDir          ./.namerd       embedded Redis data directory (also ``--data-dir``)
+storage.keyPrefix        namerd:         prefix of every Redis key and channel
+limits.maxBodyBytes      1048576         larger request bodies get 413 and nothing is stored
+limits.lookupTimeoutMs   10000           non-watch bind/addr/resolve waiting for a pending value
+                                         (namerd waits forever, issue #1349) -> 503
+limits.delegateTimeoutMs 2000            delegate explanation -> 503 ``Request timed out.``
+limits.watchHeartbeatMs  15000           an idle watch stream gets a ``\\n`` this often
+workers                  2               gunicorn worker processes (``--workers``)
+=======================  ==============  ==========================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from shared import DtabParseError, Path
+
+from .configfile import ConfigError, LocatedDict, Pos, Section, load_yaml
+
+__all__ = [
+    "AdminConfig",
+    "ConfigError",
+    "InterfaceConfig",
+    "Limits",
+    "NamerConfig",
+    "NamerdConfig",
+    "StorageConfig",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_HTTP_PORT = 4180
+DEFAULT_ADMIN_PORT = 9991
+DEFAULT_DATA_DIR = "./.namerd"
+DEFAULT_KEY_PREFIX = "namerd:"
+DEFAULT_WORKERS = 2
+
+EMBEDDED = "io.l5d.embeddedRedis"
+REDIS = "io.l5d.redis"
+HTTP_CONTROLLER = "io.l5d.httpController"
+# namerd storage/interface kinds we deliberately do not implement; named so the error is clear.
+_UNSUPPORTED_STORAGE = {
+    "io.l5d.inMemory",
+    "io.l5d.zk",
+    "io.l5d.etcd",
+    "io.l5d.consul",
+    "io.l5d.k8s",
+}
+_UNSUPPORTED_IFACE = {"io.l5d.thriftNameInterpreter", "io.l5d.mesh", "io.l5d.destination"}
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where dtabs live: an embedded redis-server (default) or a Redis URL / Sentinel set."""
+
+    kind: str = EMBEDDED
+    url: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    data_dir: str = DEFAULT_DATA_DIR
+
+    @property
+    def embedded(self) -> bool:
+        """True when namerd must start its own redis-server."""
+        return self.kind == EMBEDDED
+
+
+@dataclass(frozen=True, slots=True)
+class NamerConfig:
+    """One configured namer: its kind, mount prefix (``/#/...``) and kind-specific options."""
+
+    kind: str
+    prefix: Path
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    where: str = "<config>"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceConfig:
+    """The HTTP control API listener."""
+
+    ip: str = "127.0.0.1"
+    port: int = DEFAULT_HTTP_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin listener."""
+
+    ip: str = "127.0.0.1"
+    port: int = DEFAULT_ADMIN_PORT
+    shutdown_grace_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits and timeouts of the API (see the module docstring for their meaning)."""
+
+    max_body_bytes: int = 1_048_576
+    lookup_timeout_ms: int = 10_000
+    delegate_timeout_ms: int = 2_000
+    watch_heartbeat_ms: int = 15_000
+
+
+@dataclass(frozen=True, slots=True)
+class NamerdConfig:
+    """The whole configuration of one namerd process."""
+
+    storage: StorageConfig = StorageConfig()
+    namers: tuple[NamerConfig, ...] = ()
+    interface: InterfaceConfig = InterfaceConfig()
+    admin: AdminConfig = AdminConfig()
+    auth_token: str | None = None
+    limits: Limits = Limits()
+    workers: int = DEFAULT_WORKERS
+    source: str = "<defaults>"
+
+
+_DEFAULT_LIMITS = Limits()
+
+
+def _ip(sec: Section, key: str, default: str) -> str:
+    value = sec.get(key, default, str)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise sec.error(
+            key, f"not an IP address: {value!r} (use 0.0.0.0 to listen everywhere)"
+        ) from None
+    return str(value)
+
+
+def _port(sec: Section, key: str, default: int) -> int:
+    value = sec.get(key, default, int)
+    if not 0 <= value <= 65535:
+        raise sec.error(key, f"port must be 0-65535, got {value}")
+    return int(value)
+
+
+def _positive(sec: Section, key: str, default: int) -> int:
+    value = sec.get(key, default, int)
+    if value <= 0:
+        raise sec.error(key, f"must be a positive integer, got {value}")
+    return int(value)
+
+
+def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> StorageConfig:
+    sec = Section(raw, "storage", pos)
+    if raw is None:
+        return StorageConfig(data_dir=data_dir_override or DEFAULT_DATA_DIR)
+    kind = sec.get("kind", EMBEDDED, str)
+    sec.get("experimental", False, bool)  # namerd's flag; accepted, meaningless here
+    prefix = sec.get("keyPrefix", DEFAULT_KEY_PREFIX, str)
+    if kind in _UNSUPPORTED_STORAGE:
+        raise sec.error("kind", f"{kind} is not supported; use {REDIS} (or omit storage)")
+    if kind == EMBEDDED:
+        data_dir = sec.get("dataDir", DEFAULT_DATA_DIR, str)
+        sec.done()
+        return StorageConfig(EMBEDDED, key_prefix=prefix, data_dir=data_dir_override or data_dir)
+    if kind != REDIS:
+        raise sec.error("kind", f"unknown storage kind {kind!r} (known: {REDIS}, {EMBEDDED})")
+    url = sec.get("url", None, str)
+    raw_sentinels = sec.get("sentinels", None, list)
+    service = sec.get("service", None, str)
+    sec.done()
+    sentinels: list[tuple[str, int]] = []
+    for i, item in enumerate(raw_sentinels or []):
+        s = Section(item, f"storage.sentinels[{i}]")
+        host = s.get("host", None, str)
+        port = _port(s, "port", 26379)
+        s.done()
+        if not host:
+            raise s.error("host", "a sentinel needs a host")
+        sentinels.append((host, port))
+    if url and sentinels:
+        raise sec.error("url", "give either url or sentinels, not both")
+    if sentinels and not service:
+        raise sec.error("service", "sentinels need the master's service name")
+    if not url and not sentinels:
+        raise sec.error("url", f"{REDIS} needs url (redis://, rediss://, unix://) or sentinels")
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise sec.error("url", f"unsupported URL scheme in {url!r} (redis://, rediss://, unix://)")
+    return StorageConfig(REDIS, url, tuple(sentinels), service, prefix)
+
+
+def _namers(raw: Any, top: Section) -> tuple[NamerConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise top.error("namers", "must be a list of namers")
+    out: list[NamerConfig] = []
+    for i, item in enumerate(raw):
+        sec = Section(item, f"namers[{i}]")
+        kind = sec.get("kind", None, str)
+        if not kind:
+            raise ConfigError(f"{sec.pos}: namers[{i}] needs a kind")
+        text = sec.get("prefix", f"/{kind}", str)
+        try:
+            prefix = Path.read(text)
+        except DtabParseError as err:
+            raise sec.error("prefix", f"invalid path: {err}") from None
+        if prefix.is_empty:
+            raise sec.error("prefix", "a namer prefix must not be empty")
+        # Linkerd mounts a namer configured at /foo under /#/foo.
+        if prefix.labels[0] != b"#":
+            prefix = Path("#") + prefix
+        options = {k: v for k, v in sec.value.items() if k not in ("kind", "prefix")}
+        out.append(NamerConfig(kind, prefix, options, f"{sec.pos}"))
+    for a in out:
+        for b in out:
+            if a is not b and (a.prefix.startswith(b.prefix)):
+                raise ConfigError(
+                    f"{a.where}: namer prefixes overlap: {a.prefix.show()} and {b.prefix.show()}"
+                )
+    return tuple(out)
+
+
+def _interface(raw: Any, top: Section) -> InterfaceConfig:
+    if raw is None:
+        return InterfaceConfig()
+    if not isinstance(raw, list) or not raw:
+        raise top.error("interfaces", "one or more interfaces must be specified")
+    found: InterfaceConfig | None = None
+    for i, item in enumerate(raw):
+        sec = Section(item, f"interfaces[{i}]")
+        kind = sec.get("kind", None, str)
+        if kind in _UNSUPPORTED_IFACE:
+            raise sec.error("kind", f"{kind} is not supported; use {HTTP_CONTROLLER}")
+        if kind != HTTP_CONTROLLER:
+            raise sec.error("kind", f"unknown interface kind {kind!r} (known: {HTTP_CONTROLLER})")
+        iface = InterfaceConfig(_ip(sec, "ip", "127.0.0.1"), _port(sec, "port", DEFAULT_HTTP_PORT))
+        sec.done()
+        if found is not None:
+            raise sec.error("kind", f"only one {HTTP_CONTROLLER} interface is supported")
+        found = iface
+    assert found is not None
+    return found
+
+
+def parse_config(
+    raw: Any,
+    source: str = "<config>",
+    *,
+    data_dir: str | None = None,
+    workers: int | None = None,
+    env: dict[str, str] | None = None,
+) -> NamerdConfig:
+    """Build a :class:`NamerdConfig` from parsed YAML; command-line values override the file.
+
+    Raises:
+        ConfigError: naming the key and its position for anything unknown or invalid.
+    """
+    env = dict(os.environ) if env is None else env
+    top = Section(raw, "the top level")
+    storage = _storage(
+        top.get("storage"), top.key_pos("storage") if top.has("storage") else None, data_dir
+    )
+    namers = _namers(top.get("namers"), top)
+    interface = _interface(top.get("interfaces"), top)
+    admin_sec = Section(top.get("admin"), "admin")
+    admin = AdminConfig(
+        _ip(admin_sec, "ip", "127.0.0.1"),
+        _port(admin_sec, "port", DEFAULT_ADMIN_PORT),
+        _positive(admin_sec, "shutdownGraceMs", 10_000),
+    )
+    admin_sec.done()
+    auth_sec = Section(top.get("auth"), "auth")
+    token = auth_sec.get("token", None, str) or env.get("NAMERD_TOKEN") or None
+    auth_sec.done()
+    lim = Section(top.get("limits"), "limits")
+    limits = Limits(
+        _positive(lim, "maxBodyBytes", _DEFAULT_LIMITS.max_body_bytes),
+        _positive(lim, "lookupTimeoutMs", _DEFAULT_LIMITS.lookup_timeout_ms),
+        _positive(lim, "delegateTimeoutMs", _DEFAULT_LIMITS.delegate_timeout_ms),
+        _positive(lim, "watchHeartbeatMs", _DEFAULT_LIMITS.watch_heartbeat_ms),
+    )
+    lim.done()
+    file_workers = top.get("workers", DEFAULT_WORKERS, int)
+    top.done()
+    n_workers = workers if workers is not None else file_workers
+    if n_workers < 1:
+        raise ConfigError(f"{source}: workers must be at least 1, got {n_workers}")
+    if (interface.ip, interface.port) == (admin.ip, admin.port) and interface.port != 0:
+        raise ConfigError(
+            f"{source}: the API and admin servers cannot share {admin.ip}:{admin.port}"
+        )
+    return NamerdConfig(storage, namers, interface, admin, token, limits, n_workers, source)
+
+
+def load_config(
+    path: str | None, *, data_dir: str | None = None, workers: int | None = None
+) -> NamerdConfig:
+    """Read the config file at ``path`` (``-`` for stdin, None for all defaults)."""
+    if path is None:
+        empty = LocatedDict()
+        empty.pos, empty.key_pos = Pos("<defaults>", 1, 1), {}
+        return parse_config(empty, "<defaults>", data_dir=data_dir, workers=workers)
+    if path == "-":
+        import sys
+
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text = FsPath(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        name = path
+    return parse_config(load_yaml(text, name), name, data_dir=data_dir, workers=workers)
