@@ -934,6 +934,11 @@ class RedisDtabStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The Redis client this store uses (shared with namers that keep state in Redis)."""
+        return self._redis
+
     async def list_namespaces(self) -> list[str]:
         """Return the names of all namespaces, sorted.
 
