@@ -735,6 +735,9 @@ async def _problem(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
 ) -> None:
     status = getattr(err, "http_status", 500)
+    rt = getattr(req.context, "runtime", None)
+    if isinstance(err, StorageError) and status >= 500 and rt is not None:
+        rt.metrics.inc("store/errors")
     resp.status = falcon.code_to_http_status(status)
     resp.content_type = TEXT
     if isinstance(err, HTTPProblem):

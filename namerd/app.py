@@ -39,6 +39,10 @@ def begin_shutdown() -> None:
             app.runtime.shutdown.set()
 
 
+#: How often each worker PINGs Redis for the latency/error metrics, and how long it waits.
+REDIS_PROBE_INTERVAL_S = 5.0
+REDIS_PROBE_TIMEOUT_S = 2.0
+
 _ENDPOINTS = frozenset({"dtabs", "bind", "addr", "resolve", "delegate", "bound-names", "registry"})
 
 
@@ -50,6 +54,7 @@ class _RequestMetrics:
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         req.context.started = time.monotonic()
+        req.context.runtime = self.ref()
 
     async def process_response(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, ok: bool
@@ -79,6 +84,7 @@ class NamerdASGI:
         self.run_dir = run_dir
         self.runtime: Runtime | None = None
         self._snapshots: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         ref = self._runtime
         self.api = falcon.asgi.App(middleware=[_RequestMetrics(lambda: self.runtime)])
         self.api.req_options.strip_url_path_trailing_slash = True
@@ -131,18 +137,36 @@ class NamerdASGI:
             raise
         self.runtime = rt
         self._snapshots = asyncio.create_task(self._write_snapshots(), name="metrics-snapshots")
+        self._probe = asyncio.create_task(self._probe_redis(), name="redis-probe")
 
     async def shutdown(self) -> None:
         """Stop streams and release every resource."""
-        if self._snapshots is not None:
-            self._snapshots.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._snapshots
+        for task in (self._snapshots, self._probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.runtime is not None:
             await self.runtime.aclose()
         if self.run_dir:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self.run_dir, "metrics", f"{os.getpid()}.json"))
+
+    async def _probe_redis(self) -> None:
+        """PING Redis every REDIS_PROBE_INTERVAL_S: latency histogram, error count, up gauge."""
+        while True:
+            rt = self.runtime
+            if rt is not None:
+                started = time.monotonic()
+                try:
+                    await asyncio.wait_for(rt.redis.ping(), REDIS_PROBE_TIMEOUT_S)
+                except Exception:
+                    rt.metrics.inc("redis/errors")
+                    rt.metrics.set("redis/up", 0)
+                else:
+                    rt.metrics.observe_ms("redis/ping", (time.monotonic() - started) * 1000)
+                    rt.metrics.set("redis/up", 1)
+            await asyncio.sleep(REDIS_PROBE_INTERVAL_S)
 
     async def _write_snapshots(self) -> None:
         while True:

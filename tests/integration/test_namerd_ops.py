@@ -225,3 +225,56 @@ def test_resolved_address_sets_are_kept_in_redis_for_all_replicas(
         stored = json.loads(client.hget("namerd:addrs", "/#/io.l5d.fs/users"))  # type: ignore[arg-type]
         assert stored == r.json()
         client.close()
+
+
+def test_registry_endpoints_register_heartbeat_deregister_and_expire(tmp_path: Path) -> None:
+    cfg = "namers:\n- kind: io.l5d.registry\n  sweepIntervalSecs: 0.1\n"
+    with running_namerd(tmp_path, extra_config=cfg, env={"NAMERD_TOKEN": "t0k"}) as nd:
+        auth = {"Authorization": "Bearer t0k"}
+        reg = f"{nd.api}/api/1/registry"
+        body = {"host": "127.0.0.1", "port": 9101, "ttlSeconds": 30, "meta": {"zone": "a"}}
+        assert httpx.post(f"{reg}/users", json=body).status_code == 401
+        assert httpx.post(f"{reg}/users", json=body, headers=auth).status_code == 204
+        short = {"host": "127.0.0.1", "port": 9102, "ttlSeconds": 0.5}
+        assert httpx.post(f"{reg}/users", json=short, headers=auth).status_code == 204
+        assert httpx.get(reg).json() == ["users"]
+        got = httpx.get(f"{reg}/users").json()
+        assert sorted(a["port"] for a in got["addrs"]) == [9101, 9102]
+        # Bound through a dtab like any namer.
+        httpx.post(
+            f"{nd.api}/api/1/dtabs/default",
+            content="/svc=>/#/io.l5d.registry",
+            headers={**TEXT, **auth},
+        )
+        b = httpx.get(f"{nd.api}/api/1/bind/default", params={"path": "/svc/users"}).json()
+        assert b["bound"]["id"] == "/#/io.l5d.registry/users"
+        # The short-TTL endpoint expires by itself; the other one is kept by heartbeats.
+        for _ in range(3):
+            r = httpx.put(f"{reg}/users/127.0.0.1/9101", params={"ttlSeconds": 30}, headers=auth)
+            assert r.status_code == 204
+        wait_until(
+            lambda: [a["port"] for a in httpx.get(f"{reg}/users").json()["addrs"]] == [9101],
+            "the 0.5 s endpoint to expire",
+        )
+        missing = httpx.put(f"{reg}/users/127.0.0.1/9999", headers=auth)
+        assert missing.status_code == 404
+        bad = httpx.post(f"{reg}/users", json={"host": "x", "port": 0}, headers=auth)
+        assert (bad.status_code, bad.text.strip()) == (400, "port must be an integer 1-65535.")
+        gone = httpx.delete(f"{reg}/users/127.0.0.1/9101", headers=auth)
+        assert gone.status_code == 204
+        assert httpx.get(f"{reg}/users").json()["addrs"] == []
+
+
+def test_redis_metrics_on_the_admin_page(tmp_path: Path) -> None:
+    with running_namerd(tmp_path) as nd:
+        wait_until(
+            lambda: (
+                "redis/ping" in httpx.get(f"{nd.admin}/admin/metrics.json").json()["histograms"]
+            ),
+            "a Redis latency sample",
+        )
+        prom = httpx.get(f"{nd.admin}/admin/metrics/prometheus").text
+        assert "namerd_redis_ping_bucket" in prom
+        up = [line for line in prom.splitlines() if line.startswith("namerd_redis_up ")]
+        assert up
+        assert float(up[0].split()[1]) >= 1  # summed over the workers that have probed
