@@ -32,16 +32,22 @@ from pathlib import Path
 HOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together so they cannot repeat)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def start_namerd(
     tmp: Path, name: str, storage: str, workers: int
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    api, admin = free_port(), free_port()
+    api, admin = free_ports(2)
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(
         f"{storage}interfaces:\n- kind: io.l5d.httpController\n  port: {api}\n"

@@ -21,9 +21,19 @@ START_TIMEOUT_S = 30.0
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all held open together, so they cannot repeat)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -78,7 +88,7 @@ def start_namerd(
     name: str = "namerd",
 ) -> Namerd:
     """Start namerd with free ports and wait until its API and admin answer."""
-    api_port, admin_port = free_port(), free_port()
+    api_port, admin_port = free_ports(2)
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = write_config(tmp / f"{name}.yaml", api_port, admin_port, extra_config)
     data_dir = data_dir or tmp / "data"

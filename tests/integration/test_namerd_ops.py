@@ -156,8 +156,14 @@ def test_admin_ping_metrics_and_namespaces_page(tmp_path: Path) -> None:
         assert m["workers"] == 2
         assert m["gauges"][f"store/namespace/{name}/version"] == 1
         assert m["gauges"]["store/redis_up"] == 1
-        prom = httpx.get(f"{nd.admin}/admin/metrics/prometheus").text
-        assert 'namerd_requests{endpoint="bind",status="200"} 20' in prom
+        # Another worker may answer with a snapshot of this one up to 1 s old: wait for it too.
+        wait_until(
+            lambda: (
+                'namerd_requests{endpoint="bind",status="200"} 20'
+                in httpx.get(f"{nd.admin}/admin/metrics/prometheus").text
+            ),
+            "the Prometheus view to agree",
+        )
         page = httpx.get(f"{nd.admin}/")
         assert page.headers["content-type"].startswith("text/html")
         assert name in page.text
