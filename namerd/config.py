@@ -42,8 +42,9 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from shared import DtabParseError, Path
+from shared.configtree import located_dict
 
-from .configfile import ConfigError, LocatedDict, Pos, Section, load_yaml
+from .configfile import ConfigError, Pos, Section, load_yaml
 
 __all__ = [
     "AdminConfig",
@@ -321,8 +322,7 @@ def load_config(
 ) -> NamerdConfig:
     """Read the config file at ``path`` (``-`` for stdin, None for all defaults)."""
     if path is None:
-        empty = LocatedDict()
-        empty.pos, empty.key_pos = Pos("<defaults>", 1, 1), {}
+        empty = located_dict(Pos("<defaults>", 1, 1))
         return parse_config(empty, "<defaults>", data_dir=data_dir, workers=workers)
     if path == "-":
         import sys
