@@ -86,9 +86,10 @@ def start_namerd(
     workers: int = 2,
     env: dict[str, str] | None = None,
     name: str = "namerd",
+    ports: tuple[int, int] | None = None,
 ) -> Namerd:
-    """Start namerd with free ports and wait until its API and admin answer."""
-    api_port, admin_port = free_ports(2)
+    """Start namerd (free ports unless ``ports`` = (api, admin)) and wait until it answers."""
+    api_port, admin_port = ports or free_ports(2)
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = write_config(tmp / f"{name}.yaml", api_port, admin_port, extra_config)
     data_dir = data_dir or tmp / "data"
