@@ -1,0 +1,663 @@
+"""Namers for the ``default`` interpreter: ``io.l5d.fs`` and ``/$/inet`` addresses, on trio.
+
+A linker without namerd binds names itself (``shared.Binder``) and needs the namers locally.
+The binder asks a namer *synchronously* (it is a sans-I/O stepper), so each namer answers from
+memory (``lookup(path)``, ``addr(id)``) and background tasks, started by ``run()`` in a nursery
+the interpreter owns, keep that memory fresh. Every change bumps a :class:`Changes` counter, so
+the interpreter knows when a cached binding may be stale and a waiting request wakes up.
+
+``/$/inet`` (:class:`InetResolver`)
+    ``/$/inet/<host>/<port>`` and ``/$/fixedinet/...``. Numeric IPs are answered at once, with
+    no DNS. A host name is ``pending`` on first ask and resolved in the background with
+    ``trio.socket.getaddrinfo``; ``inet`` names are resolved again every
+    ``refresh_interval_s`` (default 5 s, Linkerd's DNS refresh), ``fixedinet`` ones never
+    again (Finagle's meaning of "fixed"). ``/$/inet/<port>`` means ``127.0.0.1:<port>``. A name
+    that does not exist is ``AddrFailed`` (it says why, where ``neg`` would not); a transient
+    DNS error keeps the last good answer, because dropping every endpoint on a DNS hiccup is
+    worse than routing to addresses that were right seconds ago. An entry nobody asked about
+    for ``idle_ttl_s`` (default 600 s) is dropped, so names seen once do not cost a task forever.
+
+``io.l5d.fs`` (:class:`FsNamer`)
+    A directory with one file per service (``rootDir/users`` is ``/#/io.l5d.fs/users``); each
+    line ``host port [* weight]``, the weight going into ``Address.meta`` under
+    ``endpoint_addr_weight``; ``#`` comments and blank lines ignored. Polled every
+    ``poll_interval_s`` (default 1 s) with ``stat`` (portable, and inotify misses network file
+    systems); a file is re-read when its (inode, size, mtime, ctime) changes, or while its
+    mtime is within 2 s of our read (a same-size rewrite within the mtime granularity would
+    otherwise go unseen). Same rules as namerd's fs namer, so a service resolves the same with
+    or without namerd: a file that does not parse makes that service ``AddrFailed`` naming
+    file and line; hidden files, sub-directories and names that are not path labels are
+    skipped; host names are resolved through the :class:`InetResolver`; a directory that
+    vanishes keeps the last-known services until it is back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any, Final
+
+import trio
+
+from shared import (
+    ADDR_NEG,
+    ADDR_PENDING,
+    NEG,
+    Addr,
+    AddrBound,
+    Address,
+    AddrFailed,
+    Bound,
+    DtabParseError,
+    Leaf,
+    Name,
+    NameTree,
+    Path,
+)
+from shared.path import show_label
+
+__all__ = [
+    "DEFAULT_FS_POLL_INTERVAL_S",
+    "DEFAULT_IDLE_TTL_S",
+    "DEFAULT_INET_REFRESH_INTERVAL_S",
+    "DEFAULT_RESOLVE_TIMEOUT_S",
+    "FS_CONFIG_KEYS",
+    "WEIGHT_META_KEY",
+    "Changes",
+    "FsEndpoint",
+    "FsFileError",
+    "FsNamer",
+    "InetResolver",
+    "NamerConfigError",
+    "fs_namer_from_config",
+    "namer_prefix",
+    "parse_endpoints",
+    "parse_ip",
+]
+
+log = logging.getLogger("linker.namers")
+
+#: How often ``io.l5d.fs`` lists its directory (config ``pollIntervalSecs``).
+DEFAULT_FS_POLL_INTERVAL_S: Final = 1.0
+#: How often an ``inet`` host name is resolved again.
+DEFAULT_INET_REFRESH_INTERVAL_S: Final = 5.0
+#: A resolver entry nobody asked about for this long is dropped (Linkerd's binding cache TTL).
+DEFAULT_IDLE_TTL_S: Final = 600.0
+#: The longest wait for one ``getaddrinfo`` answer.
+DEFAULT_RESOLVE_TIMEOUT_S: Final = 10.0
+#: Finagle's ``WeightedAddress`` metadata key: the balancer scales an endpoint's load by it.
+WEIGHT_META_KEY: Final = "endpoint_addr_weight"
+
+_LOCAL_HOST: Final = "127.0.0.1"
+# getaddrinfo errors meaning "this name does not exist" rather than "DNS is unwell".
+_NAME_GONE: Final = frozenset(
+    c for c in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if c is not None
+)
+# The coarsest file mtime granularity we expect (FAT: 2 s); see the module docstring.
+_RACY_WINDOW_NS: Final = 2_000_000_000
+
+GetAddrInfo = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
+
+
+class NamerConfigError(ValueError):
+    """A namer config block is wrong, or its ``rootDir`` cannot be listed at start."""
+
+
+class Changes:
+    """A generation counter with a wake-up: "something a binding depends on changed".
+
+    Single trio thread, so no locks: ``notify()`` bumps :attr:`generation` and wakes every
+    :meth:`wait_changed` waiter. A cached result remembers the generation it was made at.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        """Record a change and wake the waiters."""
+        self.generation += 1
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_changed(self, since: int) -> None:
+        """Return once :attr:`generation` differs from ``since`` (at once if it already does)."""
+        while self.generation == since:
+            await self._event.wait()
+
+
+def parse_ip(host: str) -> str | None:
+    """The canonical text of ``host`` if it is an IPv4/IPv6 literal, else None."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+# -- /$/inet ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One host:port being resolved, and what we know about it."""
+
+    host: str
+    port: int
+    fixed: bool
+    last_asked: float
+    addr: Addr = ADDR_PENDING
+    resolutions: int = 0
+    last_error: str | None = None
+
+
+async def _default_getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
+    return list(await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+class InetResolver:
+    """Addresses of ``/$/inet`` and ``/$/fixedinet`` ids, answered from memory.
+
+    Args:
+        changes: notified whenever an answer changes or an entry is dropped.
+        refresh_interval_s: how often ``inet`` names are resolved again. Default 5 s.
+        idle_ttl_s: drop entries nobody asked about for this long. Default 600 s.
+        resolve_timeout_s: the longest wait for one ``getaddrinfo``. Default 10 s.
+        getaddrinfo: ``(host, port) -> getaddrinfo tuples``; default ``trio.socket``'s, TCP.
+            Injectable so tests can make DNS slow or fail without touching the system.
+    """
+
+    def __init__(
+        self,
+        changes: Changes,
+        *,
+        refresh_interval_s: float = DEFAULT_INET_REFRESH_INTERVAL_S,
+        idle_ttl_s: float = DEFAULT_IDLE_TTL_S,
+        resolve_timeout_s: float = DEFAULT_RESOLVE_TIMEOUT_S,
+        getaddrinfo: GetAddrInfo | None = None,
+    ) -> None:
+        for name, value in (
+            ("refresh_interval_s", refresh_interval_s),
+            ("idle_ttl_s", idle_ttl_s),
+            ("resolve_timeout_s", resolve_timeout_s),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.changes = changes
+        self.refresh_interval_s = refresh_interval_s
+        self.idle_ttl_s = idle_ttl_s
+        self.resolve_timeout_s = resolve_timeout_s
+        self._getaddrinfo = getaddrinfo or _default_getaddrinfo
+        self._entries: dict[tuple[str, int, bool], _Entry] = {}
+        self._nursery: trio.Nursery | None = None
+        self._unstarted: list[_Entry] = []  # asked before run() began
+
+    # -- answering ------------------------------------------------------------------------------
+    def addr(self, id: Path) -> Addr:
+        """The addresses of ``/$/inet/<host>/<port>`` (or ``/<port>``, or ``fixedinet``).
+
+        Anything else is ``neg``: the binder only produces ids in these shapes.
+        """
+        labels = id.labels
+        if len(labels) < 3 or labels[0] != b"$" or labels[1] not in (b"inet", b"fixedinet"):
+            return ADDR_NEG
+        fixed = labels[1] == b"fixedinet"
+        try:
+            if len(labels) == 3:
+                return self.resolve(_LOCAL_HOST, int(labels[2]), fixed=fixed)
+            if len(labels) == 4:
+                return self.resolve(labels[2].decode("utf-8"), int(labels[3]), fixed=fixed)
+        except (UnicodeDecodeError, ValueError):
+            pass
+        return ADDR_NEG
+
+    def resolve(self, host: str, port: int, *, fixed: bool = False) -> Addr:
+        """``host:port`` as an Addr: at once for an IP, else from the cache (``pending`` first).
+
+        Asking marks the entry as used, which keeps it (and its refresh) alive.
+        """
+        if not 0 <= port <= 65535:
+            return AddrFailed(f"port {port} out of range 0-65535")
+        ip = parse_ip(host)
+        if ip is not None:
+            return AddrBound(frozenset({Address(ip, port)}))
+        key = (host.lower(), port, fixed)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = _Entry(host, port, fixed, trio.current_time())
+            self._entries[key] = entry
+            if self._nursery is not None:
+                self._nursery.start_soon(self._keep_fresh, key, entry)
+            else:
+                self._unstarted.append(entry)
+        else:
+            entry.last_asked = trio.current_time()
+        return entry.addr
+
+    # -- background -----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Resolve and refresh names until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for entry in self._unstarted:
+                key = (entry.host.lower(), entry.port, entry.fixed)
+                nursery.start_soon(self._keep_fresh, key, entry)
+            self._unstarted.clear()
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    async def _keep_fresh(self, key: tuple[str, int, bool], entry: _Entry) -> None:
+        while True:
+            if await self._resolve_once(entry):
+                self.changes.notify()
+            if entry.fixed and isinstance(entry.addr, AddrBound):
+                # fixedinet: one good answer is kept; only idleness ends the entry.
+                while not await self._idle_after(entry, self.idle_ttl_s):
+                    pass
+                break
+            if await self._idle_after(entry, self.refresh_interval_s):
+                break
+        if self._entries.get(key) is entry:
+            del self._entries[key]
+            self.changes.notify()  # a binding that still cares asks again and re-creates it
+
+    async def _idle_after(self, entry: _Entry, delay_s: float) -> bool:
+        """Sleep ``delay_s``, then say whether nobody asked for ``entry`` for ``idle_ttl_s``."""
+        await trio.sleep(delay_s)
+        return trio.current_time() - entry.last_asked > self.idle_ttl_s
+
+    async def _resolve_once(self, entry: _Entry) -> bool:
+        """Resolve once; True if the answer changed."""
+        new: Addr
+        try:
+            with trio.fail_after(self.resolve_timeout_s):
+                infos = await self._getaddrinfo(entry.host, entry.port)
+        except trio.TooSlowError:
+            new = self._transient(entry, f"DNS lookup timed out after {self.resolve_timeout_s}s")
+        except socket.gaierror as err:
+            if err.errno in _NAME_GONE:
+                new = AddrFailed(f"host {entry.host!r} not found: {err.strerror or err}")
+                entry.last_error = str(new.cause)
+            else:
+                new = self._transient(entry, f"DNS lookup of {entry.host!r} failed: {err}")
+        except OSError as err:
+            new = self._transient(entry, f"DNS lookup of {entry.host!r} failed: {err}")
+        else:
+            ips = {str(info[4][0]).split("%", 1)[0] for info in infos}
+            new = AddrBound(frozenset(Address(ip, entry.port) for ip in ips))
+            entry.last_error = None
+        entry.resolutions += 1
+        if new == entry.addr:
+            return False
+        entry.addr = new
+        return True
+
+    def _transient(self, entry: _Entry, message: str) -> Addr:
+        entry.last_error = message
+        log.warning("%s (keeping the last answer if there is one)", message)
+        return entry.addr if isinstance(entry.addr, AddrBound) else AddrFailed(message)
+
+    def state(self) -> dict[str, Any]:
+        """What is cached, for admin and metrics."""
+        return {
+            "entries": [
+                {
+                    "id": f"/$/{'fixedinet' if e.fixed else 'inet'}/{e.host}/{e.port}",
+                    "addr": _addr_summary(e.addr),
+                    "resolutions": e.resolutions,
+                    "last_error": e.last_error,
+                }
+                for e in self._entries.values()
+            ]
+        }
+
+
+def _addr_summary(addr: Addr) -> str:
+    if isinstance(addr, AddrBound):
+        return " ".join(f"{a.ip}:{a.port}" for a in addr.sorted_addrs()) or "(no endpoints)"
+    if isinstance(addr, AddrFailed):
+        return f"failed: {addr.cause}"
+    return repr(addr)
+
+
+# -- io.l5d.fs ----------------------------------------------------------------------------------
+
+
+class FsFileError(ValueError):
+    """A service file does not parse; ``str()`` is ``<file>:<line>: <problem>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FsEndpoint:
+    """One line ``host port [* weight]``."""
+
+    line: int
+    host: str
+    port: int
+    weight: float | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Address metadata: the weight under Finagle's key, if the line has one."""
+        return {} if self.weight is None else {WEIGHT_META_KEY: self.weight}
+
+
+def parse_endpoints(text: str, source: str) -> list[FsEndpoint]:
+    """Parse a service file.
+
+    Raises:
+        FsFileError: on the first bad line, naming ``source`` and the 1-based line number.
+    """
+    out: list[FsEndpoint] = []
+    seen: dict[tuple[str, int], int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+
+        def bad(problem: str, number: int = number, line: str = line) -> FsFileError:
+            return FsFileError(f"{source}:{number}: {problem} in {line!r}")
+
+        fields = line.split()
+        weight: float | None = None
+        if len(fields) == 4 and fields[2] == "*":
+            try:
+                weight = float(fields[3])
+            except ValueError:
+                raise bad(f"weight {fields[3]!r} is not a number") from None
+            if not math.isfinite(weight) or weight < 0:
+                raise bad(f"weight {fields[3]!r} must be a finite number >= 0")
+        elif len(fields) != 2:
+            raise bad("expected 'host port' or 'host port * weight'")
+        host, port_text = fields[0], fields[1]
+        if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
+            raise bad(f"port {port_text!r} must be a number 0-65535")
+        if parse_ip(host) is None and not (
+            host.isascii() and all(c.isalnum() or c in "-_." for c in host)
+        ):
+            raise bad(f"host {host!r} is neither an IP address nor a host name")
+        key = (parse_ip(host) or host.lower(), int(port_text))
+        if key in seen:
+            raise bad(f"duplicate endpoint (first on line {seen[key]})")
+        seen[key] = number
+        out.append(FsEndpoint(number, host, int(port_text), weight))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Service:
+    """A parsed service file; ``fixed`` is its Addr when no DNS is needed (or it failed)."""
+
+    source: str
+    endpoints: tuple[FsEndpoint, ...]
+    fixed: Addr | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    signature: tuple[int, int, int, int]
+    racy: bool
+    service: _Service
+
+
+def _load(path: str) -> _Service:
+    """Read and parse one file; every problem becomes that service's ``AddrFailed``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        return _Service(path, (), AddrFailed(f"{path}: cannot read: {err.strerror or err}"))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return _Service(path, (), AddrFailed(f"{path}:{line}: not UTF-8 text"))
+    try:
+        endpoints = tuple(parse_endpoints(text, path))
+    except FsFileError as err:
+        return _Service(path, (), AddrFailed(str(err)))
+    if all(parse_ip(e.host) is not None for e in endpoints):
+        addrs = frozenset(Address(parse_ip(e.host) or e.host, e.port, e.meta) for e in endpoints)
+        return _Service(path, endpoints, AddrBound(addrs))
+    return _Service(path, endpoints, None)
+
+
+class FsNamer:
+    """``io.l5d.fs``, mounted at ``prefix`` (``/#/io.l5d.fs``); see the module docstring.
+
+    Args:
+        prefix: where the namer is mounted, e.g. ``/#/io.l5d.fs``.
+        root_dir: the directory of service files (config ``rootDir``).
+        changes: notified when a service appears, disappears or changes.
+        resolver: resolves host names written in the files.
+        poll_interval_s: how often the directory is checked. Default 1 s.
+    """
+
+    kind: Final = "io.l5d.fs"
+
+    def __init__(
+        self,
+        prefix: Path,
+        root_dir: str | os.PathLike[str],
+        changes: Changes,
+        resolver: InetResolver,
+        *,
+        poll_interval_s: float = DEFAULT_FS_POLL_INTERVAL_S,
+    ) -> None:
+        if not poll_interval_s > 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s!r}")
+        self.prefix = prefix
+        self.root_dir = FsPath(root_dir)
+        self.changes = changes
+        self.resolver = resolver
+        self.poll_interval_s = poll_interval_s
+        self._seen: dict[str, _Seen] = {}
+        self._services: dict[bytes, _Service] = {}
+        self._warned: set[str] = set()
+        self._dir_missing = False
+        self.scans = 0
+        self.last_scan_at: float | None = None  # wall clock, for admin pages
+
+    def lookup(self, path: Path) -> NameTree[Name]:
+        """``/<service>/rest`` -> ``Leaf(Bound(prefix/<service>, /rest))`` if the file exists."""
+        if path.is_empty or path[0] not in self._services:
+            return NEG
+        return Leaf(Bound(self.prefix + path.take(1), path.drop(1)))
+
+    def addr(self, id: Path) -> Addr:
+        """The endpoints of ``prefix/<service>``: ``neg`` if no such file, else its addresses."""
+        if len(id) != len(self.prefix) + 1 or not id.startswith(self.prefix):
+            return ADDR_NEG
+        service = self._services.get(id[len(self.prefix)])
+        if service is None:
+            return ADDR_NEG
+        if service.fixed is not None:
+            return service.fixed
+        return self._resolve(service)
+
+    def _resolve(self, service: _Service) -> Addr:
+        found: dict[tuple[str, int], Address] = {}
+        failures: list[str] = []
+        pending = False
+        for e in service.endpoints:
+            answer = self.resolver.resolve(e.host, e.port)
+            if isinstance(answer, AddrBound):
+                for a in answer.sorted_addrs():
+                    found.setdefault((a.ip, a.port), Address(a.ip, a.port, e.meta))
+            elif isinstance(answer, AddrFailed):
+                failures.append(f"{service.source}:{e.line}: {answer.cause}")
+            else:
+                pending = True
+        if pending:
+            return ADDR_PENDING
+        if not found and failures:
+            return AddrFailed("; ".join(failures))
+        return AddrBound(frozenset(found.values()))
+
+    async def start(self) -> None:
+        """Read the directory once (the services are known when this returns).
+
+        Raises:
+            NamerConfigError: the directory cannot be listed (a config mistake we want to
+                see at once, not as 502s later).
+        """
+        try:
+            seen = await trio.to_thread.run_sync(self._scan, {})
+        except OSError as err:
+            raise NamerConfigError(
+                f"namer {self.kind}: rootDir {os.fspath(self.root_dir)!r} cannot be listed: "
+                f"{err.strerror or err}; it must be an existing directory"
+            ) from err
+        self._apply(seen)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """:meth:`start` unless already done, report started, then poll until cancelled.
+
+        Raises:
+            NamerConfigError: see :meth:`start`.
+        """
+        if self.scans == 0:
+            await self.start()
+        task_status.started()
+        while True:
+            await trio.sleep(self.poll_interval_s)
+            try:
+                seen = await trio.to_thread.run_sync(self._scan, self._seen)
+            except OSError as err:
+                if not self._dir_missing:
+                    self._dir_missing = True
+                    log.warning(
+                        "%s: cannot list %s (%s); keeping the last-known services",
+                        self.kind,
+                        self.root_dir,
+                        err.strerror or err,
+                    )
+                continue
+            if self._dir_missing:
+                self._dir_missing = False
+                log.info("%s: %s is back", self.kind, self.root_dir)
+            self._apply(seen)
+
+    def _apply(self, seen: dict[str, _Seen]) -> None:
+        self.scans += 1
+        self.last_scan_at = time.time()
+        services = {os.fsencode(name): s.service for name, s in seen.items()}
+        self._seen = seen
+        if services != self._services:
+            self._services = services
+            self.changes.notify()
+
+    def _scan(self, previous: Mapping[str, _Seen]) -> dict[str, _Seen]:
+        """List the directory, re-reading changed files. Runs in a worker thread.
+
+        Raises:
+            OSError: the directory cannot be listed.
+        """
+        seen: dict[str, _Seen] = {}
+        with os.scandir(self.root_dir) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue  # editors' and atomic writers' scratch files
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except OSError:
+                    continue  # removed while listing
+                if show_label(os.fsencode(name)) != name:
+                    if name not in self._warned:
+                        self._warned.add(name)
+                        log.warning("%s: ignoring %s: not a path label", self.kind, entry.path)
+                    continue
+                signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                old = previous.get(name)
+                if old is not None and old.signature == signature and not old.racy:
+                    seen[name] = old
+                    continue
+                read_at_ns = time.time_ns()
+                service = _load(entry.path)
+                if old is not None and old.service == service:
+                    service = old.service
+                racy = st.st_mtime_ns >= read_at_ns - _RACY_WINDOW_NS
+                seen[name] = _Seen(signature, racy, service)
+        return seen
+
+    def state(self) -> dict[str, Any]:
+        """Services and scan status, for admin and metrics."""
+        return {
+            "kind": self.kind,
+            "prefix": self.prefix.show(),
+            "rootDir": os.fspath(self.root_dir),
+            "dir_missing": self._dir_missing,
+            "scans": self.scans,
+            "last_scan_at": self.last_scan_at,
+            "services": {
+                label.decode("utf-8", "backslashreplace"): (
+                    _addr_summary(svc.fixed)
+                    if svc.fixed is not None
+                    else "host names: " + " ".join(f"{e.host}:{e.port}" for e in svc.endpoints)
+                )
+                for label, svc in sorted(self._services.items())
+            },
+        }
+
+
+#: Keys an ``io.l5d.fs`` namer config may have (Linkerd's plus namerd's ``pollIntervalSecs``).
+FS_CONFIG_KEYS: Final = frozenset({"kind", "prefix", "rootDir", "pollIntervalSecs"})
+
+
+def namer_prefix(kind: str, value: Any) -> Path:
+    """Where a namer is mounted: ``/#`` + its ``prefix`` (default ``/<kind>``).
+
+    Linkerd writes ``prefix: /disco``; ``disco`` and ``/#/disco`` are accepted too.
+    """
+    text = f"/{kind}" if value is None else value
+    if not isinstance(text, str) or not text:
+        raise NamerConfigError(f"namer {kind}: prefix must be a path such as /disco, got {value!r}")
+    if not text.startswith("/"):
+        text = "/" + text
+    try:
+        path = Path.read(text)
+    except DtabParseError as err:
+        raise NamerConfigError(f"namer {kind}: prefix {text!r} is not a path: {err}") from err
+    if path.is_empty:
+        raise NamerConfigError(f"namer {kind}: prefix must not be empty")
+    return path if path[0] == b"#" else Path("#") + path
+
+
+def fs_namer_from_config(
+    config: Mapping[str, Any], changes: Changes, resolver: InetResolver
+) -> FsNamer:
+    """Build an ``io.l5d.fs`` namer from ``{kind, prefix, rootDir, pollIntervalSecs}``.
+
+    Raises:
+        NamerConfigError: a missing ``rootDir``, an unknown key, a bad prefix or interval.
+    """
+    kind = "io.l5d.fs"
+    unknown = sorted(set(config) - FS_CONFIG_KEYS)
+    if unknown:
+        allowed = ", ".join(sorted(FS_CONFIG_KEYS))
+        raise NamerConfigError(f"namer {kind}: unknown key {unknown[0]!r} (allowed: {allowed})")
+    root = config.get("rootDir")
+    if not isinstance(root, str) or not root:
+        raise NamerConfigError(f"namer {kind}: rootDir is required, got {root!r}")
+    poll = config.get("pollIntervalSecs", DEFAULT_FS_POLL_INTERVAL_S)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
+        raise NamerConfigError(f"namer {kind}: pollIntervalSecs must be a number > 0, got {poll!r}")
+    return FsNamer(
+        namer_prefix(kind, config.get("prefix")),
+        root,
+        changes,
+        resolver,
+        poll_interval_s=float(poll),
+    )
