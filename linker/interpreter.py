@@ -194,7 +194,8 @@ class NamerdHttpInterpreter:
         dst: namerd addresses, tried in order.
         namespace: the namerd namespace. Default ``default``.
         base_dtab: the router's dtab (see the module docstring's dtab convention).
-        retry_base_s / retry_max_s: reconnect backoff (Linkerd ``retry``); 5 s / 600 s.
+        retry_base_s / retry_max_s: reconnect backoff (Linkerd ``retry``); 0.5 s / 5 s
+            (Linkerd: 5 s / 600 s; see ``namerd_client``).
         first_retry_s: the first, quick retry after a failure. Default 0.2 s.
         idle_ttl_s: close watches unused this long. Default 600 s.
         bind_timeout_s: longest wait for a name's first complete answer. Default 10 s.

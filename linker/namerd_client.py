@@ -25,10 +25,10 @@ What it does (reference namerd-api.md §5, and where we differ, why):
   reset) is re-opened after ``first_retry_s`` (default 0.2 s, jittered): Linkerd re-sends at
   once, we wait a moment so a namerd that accepts and closes cannot make us spin. Failures to
   get a 200 back-off exponentially with jitter (:func:`backoff_delay_s`): ``first_retry_s``,
-  then ``retry_base_s``, doubling up to ``retry_max_s`` (Linkerd's ``retry`` block,
-  ``baseSeconds: 5``, ``maxSeconds: 600``). The quick first retry covers the common blip
-  (one namerd replica restarting) without waiting 5 s; the exponential part protects a
-  namerd that is struggling to come back from every linker at once.
+  then ``retry_base_s``, doubling up to ``retry_max_s`` (Linkerd's ``retry`` block; our
+  defaults are 0.5 s and 5 s where Linkerd's are 5 s and 600 s, so a namerd that returns is
+  used again within seconds, not minutes). The quick first retry covers the common blip (one
+  namerd replica restarting); the jittered exponential part still spreads a fleet's retries.
 * **Dead connections.** A stream that brings nothing, not even a heartbeat, for
   ``stream_idle_timeout_s`` (default 60 s, four of our namerd's default 15 s heartbeats) is
   considered dead (a NAT or a half-open TCP connection) and re-opened. Against Linkerd's namerd,
@@ -104,10 +104,12 @@ __all__ = [
 log = logging.getLogger("linker.namerd")
 
 DEFAULT_NAMESPACE: Final = "default"
-#: Linkerd's ``retry.baseSeconds``: the second retry waits this long (then it doubles).
-DEFAULT_RETRY_BASE_S: Final = 5.0
-#: Linkerd's ``retry.maxSeconds``: the longest wait between two connection attempts.
-DEFAULT_RETRY_MAX_S: Final = 600.0
+#: ``retry.baseSeconds``: the second retry waits this long (then it doubles). Linkerd: 5 s.
+DEFAULT_RETRY_BASE_S: Final = 0.5
+#: ``retry.maxSeconds``: the longest wait between two connection attempts. Linkerd: 600 s,
+#: which left linkers on stale routes for up to ten minutes after namerd came back; a
+#: reconnect is one cheap request, and jitter spreads a fleet's retries out.
+DEFAULT_RETRY_MAX_S: Final = 5.0
 #: The first retry after a failure or a lost stream (ours; see the module docstring).
 DEFAULT_FIRST_RETRY_S: Final = 0.2
 #: A watch nobody used for this long is closed (Linkerd's ``bindingCache.idleTtlSecs``).

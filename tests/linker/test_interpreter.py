@@ -106,9 +106,9 @@ def test_backoff_jitter_stays_in_the_upper_half() -> None:
 def test_backoff_never_overflows_and_respects_a_small_max() -> None:
     assert backoff_delay_s(10_000, base_s=5, max_s=600, jitter=1) == 600
     assert backoff_delay_s(1, first_s=2, base_s=0.5, max_s=1, jitter=1) == 1
-    # Linkerd's defaults: 5 s base, 600 s max.
-    assert backoff_delay_s(2, jitter=1) == 5.0
-    assert backoff_delay_s(100, jitter=1) == 600.0
+    # Our defaults: 0.5 s base, 5 s max (Linkerd's 5 s / 600 s kept routes stale for minutes).
+    assert backoff_delay_s(2, jitter=1) == 0.5
+    assert backoff_delay_s(100, jitter=1) == 5.0
 
 
 # -- namerd client pure helpers ------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_build_default_and_namerd() -> None:
     assert interp.base_dtab == Dtab.read("/a=>/b")
     defaults = build_interpreter({"kind": "io.l5d.namerd.http", "dst": "/$/inet/h/1"}, NO_DTAB, [])
     assert isinstance(defaults, NamerdHttpInterpreter)
-    assert (defaults.client.retry_base_s, defaults.client.retry_max_s) == (5.0, 600.0)
+    assert (defaults.client.retry_base_s, defaults.client.retry_max_s) == (0.5, 5.0)
     assert defaults.client.namespace == "default"
 
 

@@ -1,0 +1,160 @@
+"""``linker``: the data plane. A synchronous pre-fork master supervising N trio workers.
+
+    linker [CONFIG | -c CONFIG] [--workers N] [--validate]
+
+The master (``linker.master``) binds every router's listeners and the admin port, forks the
+workers and supervises them; each worker (:func:`worker_main`) runs one trio loop serving all
+routers on the inherited sockets, with its own namerd watches and upstream connection pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+from functools import partial
+from typing import Any
+
+import trio
+
+from .admin import AdminServer
+from .config import ConfigError, LinkerConfig, RouterConfig, load_config
+from .delegation import make_delegate
+from .identifiers import build_identifier
+from .interpreter import build_interpreter
+from .master import Master, MasterSettings
+from .router import Router
+from .server import ServerLimits, serve_listeners
+from .upstream import PoolLimits, UpstreamPool
+from .worker import WorkerContext
+
+__all__ = ["main", "worker_main"]
+
+log = logging.getLogger("linker")
+
+
+def _pool_limits(router: RouterConfig) -> PoolLimits:
+    attempt_s = router.request_attempt_timeout_ms / 1000 or None
+    return PoolLimits(
+        max_idle_per_host=router.pool_max_idle,
+        idle_timeout_s=router.pool_idle_time_ms / 1000,
+        connect_timeout_s=router.connect_timeout_ms / 1000 or 3600.0,
+        response_header_timeout_s=attempt_s,
+    )
+
+
+def _server_limits(router: RouterConfig) -> ServerLimits:
+    return ServerLimits(
+        max_initial_line_bytes=router.max_initial_line_kb * 1024,
+        max_headers_bytes=router.max_headers_kb * 1024,
+    )
+
+
+async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
+    """Serve every router of ``ctx.config`` on the inherited listeners until ``shutdown``."""
+    config: LinkerConfig = ctx.config
+    listeners = ctx.trio_listeners()
+    pools: list[UpstreamPool] = []
+    async with trio.open_nursery() as background:
+        async with trio.open_nursery() as serving:
+            for router_cfg in config.routers:
+                interpreter = build_interpreter(
+                    router_cfg.interpreter,
+                    router_cfg.dtab,
+                    config.namers,
+                    bind_timeout_s=router_cfg.binding_timeout_ms / 1000,
+                )
+                await background.start(interpreter.run)
+                identifier = build_identifier(router_cfg.identifier, router_cfg.dst_prefix)
+                pool = UpstreamPool(_pool_limits(router_cfg))
+                pools.append(pool)
+                socks = listeners.get(router_cfg.label, [])
+                for server_cfg, listener in zip(router_cfg.servers, socks, strict=True):
+                    router = Router(
+                        router_cfg, server_cfg, identifier, interpreter, pool, ctx.metrics
+                    )
+                    await serving.start(
+                        partial(
+                            serve_listeners,
+                            [listener],
+                            router.handle,
+                            _server_limits(router_cfg),
+                            shutdown=shutdown,
+                            on_event=_events(ctx, router_cfg.label),
+                        )
+                    )
+            ctx.ready()
+        # Every server has drained (shutdown was set and in-flight requests finished).
+        background.cancel_scope.cancel()
+    for pool in pools:
+        await pool.aclose()
+
+
+def _events(ctx: WorkerContext, label: str) -> Any:
+    prefix = f"rt/{label}/server"
+
+    def on_event(name: str) -> None:
+        ctx.metrics.incr(f"{prefix}/{name}")
+
+    return on_event
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``linker`` command."""
+    parser = argparse.ArgumentParser(prog="linker", description="The linker data plane.")
+    parser.add_argument("config", nargs="?", help="config file (YAML; - for stdin)")
+    parser.add_argument("-c", "--config", dest="config_opt", help="config file (same as CONFIG)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    parser.add_argument("--validate", action="store_true", help="check the config and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s linker %(process)d %(levelname)s %(message)s"
+    )
+    path = args.config_opt or args.config
+    try:
+        config = load_config(path, workers=args.workers)
+    except ConfigError as err:
+        print(f"linker: {err}", file=sys.stderr)
+        return 2
+    if args.validate:
+        print(f"linker: {config.source}: configuration is valid")
+        return 0
+
+    metrics_dir = tempfile.mkdtemp(prefix="linker-metrics-")
+    master: Master | None = None
+
+    def current_config() -> dict[str, Any]:
+        return (master.config if master is not None else config).to_json()
+
+    def reload() -> LinkerConfig:
+        return load_config(path, workers=args.workers)
+
+    admin = AdminServer(
+        config.admin.ip,
+        config.admin.port,
+        metrics_dir=metrics_dir,
+        config_json=current_config,
+        delegate=make_delegate(config),
+        on_shutdown=lambda: master.request_shutdown() if master is not None else None,
+        master_stats=lambda: master.stats() if master is not None else {},
+    )
+    bind = {r.label: [(s.ip, s.port) for s in r.servers] for r in config.routers}
+    master = Master(
+        MasterSettings(workers=config.workers),
+        bind,
+        worker_main,
+        config,
+        admin=admin,
+        reload=reload,
+    )
+    try:
+        return master.run()
+    finally:
+        # The master removes only directories it created; this one is ours.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

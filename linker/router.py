@@ -1,0 +1,297 @@
+"""One router's request path: identify, bind (with per-request dtabs), pick an endpoint, proxy.
+
+Everything a user sees when routing fails is decided here, once: the status (400/502/503, as
+Linkerd), an ``l5d-err`` header and a body that say which name was tried, with which dtab, and
+why it failed, plus where to look next (``/delegator.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import trio
+
+from shared import (
+    AddrBound,
+    AddrFailed,
+    AddrPending,
+    Alt,
+    Bound,
+    Dtab,
+    DtabParseError,
+    Leaf,
+    NameTree,
+    Path,
+    Union,
+)
+
+from . import hop
+from .config import RouterConfig, ServerConfig
+from .errors import (
+    BadDtabHeader,
+    BindingFailed,
+    LinkerError,
+    LoopDetected,
+    NoEndpoints,
+    NoNameIdentified,
+    UpstreamTimeout,
+    error_response,
+)
+from .http import Request, Response, bytes_body
+from .identifiers import Identifier
+from .interpreter import Destination, Interpreter, InterpreterError
+from .metrics import Metrics
+from .upstream import UpstreamPool
+
+__all__ = ["Router", "pick_endpoint"]
+
+log = logging.getLogger("linker")
+
+#: Extra time the router allows past bindingTimeoutMs before giving up on the interpreter.
+BACKSTOP_S = 1.0
+
+_CTX_PREFIX = b"l5d-ctx-"
+_CTX_DTAB = b"l5d-ctx-dtab"
+_USER_DTAB = b"l5d-dtab"
+_WEIGHT = "endpoint_addr_weight"
+
+
+@dataclass
+class _Choice:
+    bound: Bound
+    address: tuple[str, int]
+
+
+def _live(tree: NameTree[Bound], dest: Destination) -> bool:
+    """True if some leaf under ``tree`` has at least one address."""
+    if isinstance(tree, Leaf):
+        addr = dest.addrs.get(tree.value.id)
+        return isinstance(addr, AddrBound) and bool(addr.addrs)
+    if isinstance(tree, Alt):
+        return any(_live(t, dest) for t in tree.trees)
+    if isinstance(tree, Union):
+        return any(_live(w.tree, dest) for w in tree.weighted)
+    return False
+
+
+def pick_endpoint(dest: Destination, rng: random.Random) -> _Choice | None:
+    """Choose a bound name (by union weights) and one of its endpoints (by endpoint weight).
+
+    Branches with no live endpoints are skipped, so a union keeps serving from its healthy side.
+    Load balancing proper (p2c, ewma, ...) is the client-policy layer's job.
+    """
+    tree = dest.tree
+    while True:
+        if isinstance(tree, Leaf):
+            break
+        if isinstance(tree, Alt):
+            live = [t for t in tree.trees if _live(t, dest)]
+            if not live:
+                return None
+            tree = live[0]
+        elif isinstance(tree, Union):
+            live_w = [w for w in tree.weighted if _live(w.tree, dest)]
+            if not live_w:
+                return None
+            total = sum(max(w.weight, 0.0) for w in live_w)
+            if total <= 0:
+                tree = rng.choice(live_w).tree
+            else:
+                x = rng.uniform(0, total)
+                for w in live_w:
+                    x -= max(w.weight, 0.0)
+                    if x <= 0:
+                        tree = w.tree
+                        break
+                else:
+                    tree = live_w[-1].tree
+        else:
+            return None
+    bound = tree.value
+    addr = dest.addrs.get(bound.id)
+    if not isinstance(addr, AddrBound) or not addr.addrs:
+        return None
+    endpoints = addr.sorted_addrs()
+    weights = []
+    for a in endpoints:
+        w = a.meta.get(_WEIGHT, 1.0)
+        weights.append(
+            float(w) if isinstance(w, int | float) and not isinstance(w, bool) and w > 0 else 0.0
+        )
+    if sum(weights) <= 0:
+        weights = [1.0] * len(endpoints)
+    chosen = rng.choices(endpoints, weights=weights, k=1)[0]
+    return _Choice(bound, (chosen.ip, chosen.port))
+
+
+def _why_no_endpoints(path: Path, dest: Destination) -> str:
+    tree = dest.tree
+    if isinstance(tree, Leaf):
+        addr = dest.addrs.get(tree.value.id)
+        if isinstance(addr, AddrFailed):
+            return f"resolving {tree.value.id.show()} failed: {addr.cause}"
+        if isinstance(addr, AddrPending):
+            return f"the addresses of {tree.value.id.show()} are still being resolved"
+        return f"{tree.value.id.show()} has no endpoints"
+    from shared import Empty, Fail, Neg
+
+    if isinstance(tree, Neg):
+        return "no dtab entry (and no namer) matched it (~)"
+    if isinstance(tree, Fail):
+        return "the dtab says it must fail (!)"
+    if isinstance(tree, Empty):
+        return "it exists but has no endpoints ($)"
+    return "none of its branches has endpoints"
+
+
+class Router:
+    """The request handler of one server of one router."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        server: ServerConfig,
+        identifier: Identifier,
+        interpreter: Interpreter,
+        pool: UpstreamPool,
+        metrics: Metrics,
+        *,
+        rng: random.Random | None = None,
+        now: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.config = config
+        self.server = server
+        self.identifier = identifier
+        self.interpreter = interpreter
+        self.pool = pool
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.now = now
+        self.scope = metrics.router(config.label)
+        self.server_scope = self.scope.server(server.ip, server.port)
+        self.max_err_bytes = config.max_err_response_kb * 1024
+
+    async def handle(self, req: Request) -> Response:
+        """Route one request; every failure becomes a Linkerd-style error response."""
+        started = self.now()
+        srv = self.server_scope
+        srv.counter("requests").incr()
+        try:
+            response, service = await self._route(req)
+        except LinkerError as err:
+            status, headers, body = error_response(err, max_err_bytes=self.max_err_bytes)
+            srv.counter(f"failures/{type(err).__name__}").incr()
+            srv.counter(f"status/{status // 100}XX").incr()
+            srv.histogram("request_latency_ms").add((self.now() - started) * 1000)
+            return Response(status, headers, bytes_body(body))
+        latency = (self.now() - started) * 1000
+        klass = f"status/{response.status // 100}XX"
+        srv.counter(klass).incr()
+        srv.histogram("request_latency_ms").add(latency)
+        svc = self.scope.service(service)  # Linkerd: rt/<router>/service/svc/users/...
+        svc.counter("requests").incr()
+        svc.counter(klass).incr()
+        svc.histogram("request_latency_ms").add(latency)
+        return response
+
+    # -- the steps ------------------------------------------------------------------------------
+    def _local_dtab(self, headers: hop.Headers) -> tuple[Dtab, Dtab]:
+        """(ctx + user overrides, the same plus the router's dtab) from l5d-ctx-dtab / l5d-dtab."""
+        overrides = Dtab.empty()
+        for name in (_CTX_DTAB, _USER_DTAB):
+            for value in hop.get_all(headers, name):
+                text = value.decode("latin-1")
+                try:
+                    overrides = overrides + Dtab.read(text)
+                except DtabParseError as err:
+                    raise BadDtabHeader(f"Invalid {name.decode()} header: {err}") from None
+        return overrides, self.config.dtab + overrides
+
+    async def _route(self, req: Request) -> tuple[Response, str]:
+        headers = req.headers
+        if self.server.clear_context:
+            # An untrusted edge must not steer routing or forge context.
+            headers = [(k, v) for k, v in headers if not k.startswith(b"l5d-")]
+        depth = hop.via_depth(headers)
+        if depth >= self.server.max_call_depth:
+            raise LoopDetected(
+                f"Maximum call depth {self.server.max_call_depth} exceeded ({depth} Via entries): "
+                "a routing loop? Check the dtab for a rule that sends this name back here."
+            )
+        overrides, local = self._local_dtab(headers)
+        identified = self.identifier.identify(
+            req.method, req.target, req.authority, headers, req.http_version
+        )
+        if identified is None:
+            raise NoNameIdentified(
+                f"Unable to identify a name for {req.method} {req.target}: the router's identifier "
+                "found nothing to route by (e.g. no Host header)."
+            )
+        path = identified.path
+        service = path.show()
+        try:
+            # The interpreter enforces bindingTimeoutMs itself with a precise message (which
+            # namerd, what state); this is only a backstop in case it does not.
+            with trio.fail_after(self.config.binding_timeout_ms / 1000 + BACKSTOP_S):
+                dest = await self.interpreter.resolve(path, local)
+        except trio.TooSlowError:
+            raise BindingFailed(
+                f"Binding {service} timed out after {self.config.binding_timeout_ms} ms "
+                f"(Dtab.local=[{overrides.show()}]); is namerd reachable?"
+            ) from None
+        except InterpreterError as err:
+            raise BindingFailed(f"{err} (Dtab.local=[{overrides.show()}])") from None
+        choice = pick_endpoint(dest, self.rng)
+        if choice is None:
+            raise NoEndpoints(
+                f"No hosts are available for {service}: {_why_no_endpoints(path, dest)}. "
+                f"Dtab.local=[{overrides.show()}]. "
+                f"Explain the route: GET /delegator.json?path={quote(service)} on the admin port."
+            )
+        upstream_headers = hop.strip_hop_by_hop(headers)
+        upstream_headers = [(k, v) for k, v in upstream_headers if k not in (_USER_DTAB, _CTX_DTAB)]
+        if overrides:
+            upstream_headers.append((_CTX_DTAB, overrides.show().encode("latin-1")))
+        upstream_headers = hop.set(upstream_headers, b"l5d-dst-service", service.encode("latin-1"))
+        upstream_headers = hop.set(
+            upstream_headers, b"l5d-dst-client", choice.bound.id.show().encode("latin-1")
+        )
+        if not choice.bound.residual.is_empty:
+            upstream_headers = hop.set(
+                upstream_headers,
+                b"l5d-dst-residual",
+                choice.bound.residual.show().encode("latin-1"),
+            )
+        if hop.get(upstream_headers, b"l5d-reqid") is None:
+            upstream_headers.append((b"l5d-reqid", secrets.token_hex(8).encode("ascii")))
+        upstream_headers = hop.add_via(upstream_headers, req.http_version)
+        if hop.get(upstream_headers, b"host") is None and req.authority:
+            upstream_headers.append((b"host", req.authority.encode("latin-1")))
+        upstream_req = Request(
+            method=req.method,
+            target=identified.target or req.target,
+            authority=req.authority,
+            http_version="1.1",
+            headers=upstream_headers,
+            body=req.body,
+            client=req.client,
+            received_at=req.received_at,
+        )
+        client_id = choice.bound.id.show()
+        self.scope.client(client_id).counter("requests").incr()
+        total_s = self.config.total_timeout_ms / 1000 or float("inf")
+        try:
+            with trio.fail_after(total_s):
+                resp = await self.pool.request(choice.address, upstream_req)
+        except trio.TooSlowError:
+            raise UpstreamTimeout(
+                f"{service} ({client_id} at {choice.address[0]}:{choice.address[1]}) did not "
+                f"answer within totalTimeoutMs={self.config.total_timeout_ms}"
+            ) from None
+        out_headers = hop.add_via(hop.strip_hop_by_hop(resp.headers), "1.1")
+        return Response(resp.status, out_headers, resp.body, resp.reason), service
