@@ -33,9 +33,7 @@ the interpreter knows when a cached binding may be stale and a waiting request w
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import math
 import os
 import socket
 import time
@@ -60,6 +58,13 @@ from shared import (
     Name,
     NameTree,
     Path,
+)
+from shared.fsformat import (
+    WEIGHT_META_KEY,
+    FsEndpoint,
+    FsFileError,
+    parse_endpoints,
+    parse_ip,
 )
 from shared.path import show_label
 
@@ -93,7 +98,6 @@ DEFAULT_IDLE_TTL_S: Final = 600.0
 #: The longest wait for one ``getaddrinfo`` answer.
 DEFAULT_RESOLVE_TIMEOUT_S: Final = 10.0
 #: Finagle's ``WeightedAddress`` metadata key: the balancer scales an endpoint's load by it.
-WEIGHT_META_KEY: Final = "endpoint_addr_weight"
 
 _LOCAL_HOST: Final = "127.0.0.1"
 # getaddrinfo errors meaning "this name does not exist" rather than "DNS is unwell".
@@ -131,14 +135,6 @@ class Changes:
         """Return once :attr:`generation` differs from ``since`` (at once if it already does)."""
         while self.generation == since:
             await self._event.wait()
-
-
-def parse_ip(host: str) -> str | None:
-    """The canonical text of ``host`` if it is an IPv4/IPv6 literal, else None."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
 
 
 # -- /$/inet ------------------------------------------------------------------------------------
@@ -330,67 +326,6 @@ def _addr_summary(addr: Addr) -> str:
 
 
 # -- io.l5d.fs ----------------------------------------------------------------------------------
-
-
-class FsFileError(ValueError):
-    """A service file does not parse; ``str()`` is ``<file>:<line>: <problem>``."""
-
-
-@dataclass(frozen=True, slots=True)
-class FsEndpoint:
-    """One line ``host port [* weight]``."""
-
-    line: int
-    host: str
-    port: int
-    weight: float | None = None
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """Address metadata: the weight under Finagle's key, if the line has one."""
-        return {} if self.weight is None else {WEIGHT_META_KEY: self.weight}
-
-
-def parse_endpoints(text: str, source: str) -> list[FsEndpoint]:
-    """Parse a service file.
-
-    Raises:
-        FsFileError: on the first bad line, naming ``source`` and the 1-based line number.
-    """
-    out: list[FsEndpoint] = []
-    seen: dict[tuple[str, int], int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-
-        def bad(problem: str, number: int = number, line: str = line) -> FsFileError:
-            return FsFileError(f"{source}:{number}: {problem} in {line!r}")
-
-        fields = line.split()
-        weight: float | None = None
-        if len(fields) == 4 and fields[2] == "*":
-            try:
-                weight = float(fields[3])
-            except ValueError:
-                raise bad(f"weight {fields[3]!r} is not a number") from None
-            if not math.isfinite(weight) or weight < 0:
-                raise bad(f"weight {fields[3]!r} must be a finite number >= 0")
-        elif len(fields) != 2:
-            raise bad("expected 'host port' or 'host port * weight'")
-        host, port_text = fields[0], fields[1]
-        if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
-            raise bad(f"port {port_text!r} must be a number 0-65535")
-        if parse_ip(host) is None and not (
-            host.isascii() and all(c.isalnum() or c in "-_." for c in host)
-        ):
-            raise bad(f"host {host!r} is neither an IP address nor a host name")
-        key = (parse_ip(host) or host.lower(), int(port_text))
-        if key in seen:
-            raise bad(f"duplicate endpoint (first on line {seen[key]})")
-        seen[key] = number
-        out.append(FsEndpoint(number, host, int(port_text), weight))
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping
@@ -74,10 +73,16 @@ from shared import (
     NameTree,
     Path,
 )
+from shared.fsformat import (
+    WEIGHT_META_KEY,
+    FsEndpoint,
+    FsFileError,
+    parse_endpoints,
+)
 from shared.path import show_label
 
 from .base import Namer, NamerConfigError, Notifier, config_interval_s
-from .inet import InetResolver, parse_ip
+from .inet import InetResolver
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL_S",
@@ -93,92 +98,9 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL_S: Final = 1.0
 
 #: Finagle's ``WeightedAddress.weightKey``: the balancer multiplies load by it.
-WEIGHT_META_KEY: Final = "endpoint_addr_weight"
 
 # The coarsest mtime granularity we expect (FAT); see "Watching" in the module docstring.
 _RACY_WINDOW_NS: Final = 2_000_000_000
-
-
-class FsFileError(ValueError):
-    """A service file does not parse; ``str()`` is ``<file>:<line>: <problem>``."""
-
-
-@dataclass(frozen=True, slots=True)
-class FsEndpoint:
-    """One endpoint line: ``host port [* weight]``. ``ip`` is set when ``host`` is an IP."""
-
-    line: int
-    host: str
-    port: int
-    weight: float | None = None
-
-    @property
-    def ip(self) -> str | None:
-        """The canonical IP text if ``host`` is an IP literal, else None (a name to resolve)."""
-        return parse_ip(self.host)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """The Address meta: the weight under Linkerd's key, when the line gives one."""
-        return {} if self.weight is None else {WEIGHT_META_KEY: self.weight}
-
-
-def parse_endpoints(text: str, source: str) -> list[FsEndpoint]:
-    """Parse a service file.
-
-    Args:
-        text: the file content.
-        source: how to name the file in errors (its path).
-
-    Raises:
-        FsFileError: on the first bad line, naming ``source`` and the 1-based line number.
-    """
-    endpoints: list[FsEndpoint] = []
-    first_line: dict[tuple[str, int], int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        endpoint = _parse_line(line, number, source)
-        key = (endpoint.ip or endpoint.host.lower(), endpoint.port)
-        if key in first_line:
-            raise FsFileError(
-                f"{source}:{number}: duplicate endpoint {endpoint.host} {endpoint.port} "
-                f"(first on line {first_line[key]})"
-            )
-        first_line[key] = number
-        endpoints.append(endpoint)
-    return endpoints
-
-
-def _parse_line(line: str, number: int, source: str) -> FsEndpoint:
-    def bad(problem: str) -> FsFileError:
-        return FsFileError(f"{source}:{number}: {problem} in {line!r}")
-
-    fields = line.split()
-    if len(fields) == 2:
-        host, port_text, weight = fields[0], fields[1], None
-    elif len(fields) == 4 and fields[2] == "*":
-        host, port_text = fields[0], fields[1]
-        try:
-            weight = float(fields[3])
-        except ValueError:
-            raise bad(f"weight {fields[3]!r} is not a number") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise bad(f"weight {fields[3]!r} must be a finite number >= 0")
-    else:
-        raise bad("expected 'host port' or 'host port * weight'")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise bad(f"port {port_text!r} must be a number 0-65535")
-    if parse_ip(host) is None and not _is_host_name(host):
-        raise bad(f"host {host!r} is neither an IP address nor a host name")
-    return FsEndpoint(number, host, int(port_text), weight)
-
-
-def _is_host_name(host: str) -> bool:
-    # Letters, digits, '-', '_' and '.', as DNS names (and /etc/hosts names) use; the
-    # resolver reports anything subtler, such as an empty label.
-    return host.isascii() and all(c.isalnum() or c in "-_." for c in host)
 
 
 @dataclass(frozen=True, slots=True)

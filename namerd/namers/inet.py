@@ -39,7 +39,6 @@ a name at another real loopback address instead of editing ``/etc/hosts``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import time
@@ -48,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared import ADDR_NEG, ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, Path
+from shared.fsformat import parse_ip
 
 from .base import Notifier, cancel_and_wait
 
@@ -76,14 +76,6 @@ _LOCAL_HOST: Final = "127.0.0.1"
 _NAME_GONE_ERRNOS: Final = frozenset(
     code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
 )
-
-
-def parse_ip(host: str) -> str | None:
-    """The canonical text of ``host`` if it is an IPv4/IPv6 literal (``::1``), else None."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
 
 
 @dataclass(slots=True)
