@@ -14,6 +14,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -67,6 +68,7 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                     bind_timeout_s=router_cfg.binding_timeout_ms / 1000,
                 )
                 await background.start(interpreter.run)
+                _interpreter_gauges(ctx, router_cfg.label, interpreter)
                 identifier = build_identifier(router_cfg.identifier, router_cfg.dst_prefix)
                 pool = UpstreamPool(_pool_limits(router_cfg))
                 pools.append(pool)
@@ -90,6 +92,21 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
         background.cancel_scope.cancel()
     for pool in pools:
         await pool.aclose()
+
+
+def _interpreter_gauges(ctx: WorkerContext, label: str, interpreter: Any) -> None:
+    """namerd watch state as gauges (sampled at each snapshot): connected/retrying watches."""
+    scope = ctx.metrics.router(label)
+
+    def watch_count(key: str) -> Callable[[], float]:
+        return lambda: float(interpreter.state().get("watches", {}).get(key, 0))
+
+    for key in ("bind", "addr", "connected", "retrying", "connecting"):
+        scope.gauge(f"interpreter/namerd/watches/{key}", watch_count(key))
+    scope.gauge(
+        "interpreter/namerd/reconnects",
+        lambda: float(interpreter.state().get("reconnects", 0)),
+    )
 
 
 def _events(ctx: WorkerContext, label: str) -> Any:

@@ -355,3 +355,32 @@ def test_admin_config_and_delegator(stack) -> None:  # type: ignore[no-untyped-d
     prom = httpx.get(f"{lk.admin}/admin/metrics/prometheus").text
     assert 'service="svc/app"' in prom
     assert httpx.get(f"{lk.admin}/admin/shutdown").status_code == 405
+
+
+def test_namerd_watch_state_is_in_the_metrics(stack) -> None:  # type: ignore[no-untyped-def]
+    nd, lk, a, b, _ = stack
+    wait_for(
+        lambda: lk.metrics().get("rt/outgoing/interpreter/namerd/watches/connected", 0) >= 2,
+        "connected bind and addr watches in the merged metrics",
+    )
+
+
+def test_clear_context_and_two_routers(tmp_path: Path) -> None:
+    with backend("x") as x, backend("y") as y:
+        from .namerd_proc import free_ports
+
+        (edge_port,) = free_ports(1)
+        router = (
+            f"  dtab: /svc/x => /$/inet/127.0.0.1/{x.port}; /svc/y => /$/inet/127.0.0.1/{y.port};\n"
+            "- protocol: http\n  label: edge\n"
+            f"  servers:\n  - port: {edge_port}\n    clearContext: true\n"
+            f"  dtab: /svc/x => /$/inet/127.0.0.1/{x.port}; /svc/y => /$/inet/127.0.0.1/{y.port};\n"
+        )
+        with running_linker(tmp_path, router) as lk:
+            override = {"Host": "x", "l5d-dtab": "/svc/x => /svc/y"}
+            trusted = httpx.get(lk.url, headers=override, timeout=10)
+            assert trusted.headers["x-backend"] == "y"  # the override is honoured
+            edge = httpx.get(f"http://127.0.0.1:{edge_port}/", headers=override, timeout=10)
+            assert edge.headers["x-backend"] == "x"  # stripped on the untrusted edge
+            cfg = httpx.get(f"{lk.admin}/config.json").json()
+            assert [r["label"] for r in cfg["routers"]] == ["outgoing", "edge"]
