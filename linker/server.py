@@ -730,9 +730,14 @@ class _ServerConnection:
             response = _error_as_response(failure)
         if body is not None and self._must_close_for_unread(body):
             close_after = True
+        # The head says `connection: close` iff this is true when it is built (at the start of
+        # _send_response). Close only then: if shutdown starts while the body is streaming, the
+        # client was told to keep the connection, so it gets the idle grace and one more
+        # request instead of a reset.
+        announced_close = close_after or self._closing
         if not await self._send_response(method, response, close_after):
             return False
-        if close_after or self._closing:
+        if announced_close:
             return False
         h = self._h11
         if h.their_state is h11.SEND_BODY and body is not None:
