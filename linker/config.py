@@ -264,13 +264,38 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
     if kind != "io.l5d.global":
         raise client.error("kind", f"only io.l5d.global is supported for now, got {kind!r}")
     service.get("kind", "io.l5d.global", str)
+    client.get("loadBalancer", None, dict)
+    client.get("failureAccrual", None, dict)
+    service.get("retries", None, dict)
+    service.get("responseClassifier", None, dict)
     pool.done()
     client.done()
     service.done()
+    _check_client_policy(cfg, sec)
     sec.get("streamingEnabled", True, bool)  # always streaming; accepted for compatibility
     sec.done()
     _check_identifier_and_interpreter(cfg, sec, namers)
     return cfg
+
+
+def _check_client_policy(cfg: RouterConfig, sec: Any) -> None:
+    """Build the balancer, accrual and retry policy once so bad keys fail at load time."""
+    import random
+
+    from .accrual import build_accrual_factory
+    from .balancer import build_balancer
+    from .retries import build_retry_policy
+
+    rng = random.Random(0)
+    try:
+        factory = build_accrual_factory(cfg.client.get("failureAccrual"), rng)
+        build_balancer(cfg.client.get("loadBalancer"), rng=rng, accrual_factory=factory)
+    except ValueError as err:
+        raise sec.error("client", str(err)) from None
+    try:
+        build_retry_policy(cfg.service, rng, where="service")
+    except ValueError as err:
+        raise sec.error("service", str(err)) from None
 
 
 def _check_identifier_and_interpreter(

@@ -31,14 +31,19 @@ from shared import (
 )
 
 from . import hop
+from .accrual import build_accrual_factory
+from .balancer import Balancer, Endpoint, build_balancer
+from .classify import ResponseClass
 from .config import RouterConfig, ServerConfig
 from .errors import (
     BadDtabHeader,
     BindingFailed,
+    ConnectFailed,
     LinkerError,
     LoopDetected,
     NoEndpoints,
     NoNameIdentified,
+    UpstreamProtocolError,
     UpstreamTimeout,
     error_response,
 )
@@ -46,6 +51,7 @@ from .http import Request, Response, bytes_body
 from .identifiers import Identifier
 from .interpreter import Destination, Interpreter, InterpreterError
 from .metrics import Metrics
+from .retries import RetryPolicy, build_retry_policy
 from .upstream import UpstreamPool
 
 __all__ = ["Router", "pick_endpoint"]
@@ -129,6 +135,28 @@ def pick_endpoint(dest: Destination, rng: random.Random) -> _Choice | None:
     return _Choice(bound, (chosen.ip, chosen.port))
 
 
+def _endpoint_weight(meta: dict[str, object]) -> float:
+    w = meta.get(_WEIGHT, 1.0)
+    if isinstance(w, int | float) and not isinstance(w, bool) and w > 0:
+        return float(w)
+    return 1.0
+
+
+def _stat(bal: Balancer, name: str) -> Callable[[], float]:
+    return lambda: float(bal.stats().get(name, 0))
+
+
+def _retry_stat(policy: RetryPolicy, name: str) -> Callable[[], float]:
+    return lambda: float(policy.stats()[name])
+
+
+async def _discard(resp: Response) -> None:
+    """Drop a response we will not forward (its connection is closed, not reused)."""
+    aclose = getattr(resp.body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 def _why_no_endpoints(path: Path, dest: Destination) -> str:
     tree = dest.tree
     if isinstance(tree, Leaf):
@@ -173,6 +201,9 @@ class Router:
         self.rng = rng or random.Random()
         self.now = now
         self.scope = metrics.router(config.label)
+        self._balancers: dict[Path, tuple[tuple[Endpoint, ...], Balancer]] = {}
+        self._retries: dict[str, RetryPolicy] = {}
+        self._accrual_factory = build_accrual_factory(config.client.get("failureAccrual"), self.rng)
         self.server_scope = self.scope.server(server.ip, server.port)
         self.max_err_bytes = config.max_err_response_kb * 1024
 
@@ -198,6 +229,106 @@ class Router:
         svc.counter(klass).incr()
         svc.histogram("request_latency_ms").add(latency)
         return response
+
+    # -- client policy: balancer + failure accrual + classification + retries ---------------------
+    def _balancer(self, bound: Bound, addr: AddrBound) -> Balancer:
+        """The balancer of one bound name, fed the current endpoint set (kept across requests
+        so load, latency and accrual state survive; removed endpoints drain)."""
+        key = bound.id
+        endpoints = tuple(
+            Endpoint((a.ip, a.port), _endpoint_weight(a.meta), a.meta) for a in addr.sorted_addrs()
+        )
+        known = self._balancers.get(key)
+        if known is None:
+            bal = build_balancer(
+                self.config.client.get("loadBalancer"),
+                rng=self.rng,
+                accrual_factory=self._accrual_factory,
+            )
+            bal.update(endpoints, self.now())
+            self._balancers[key] = (endpoints, bal)
+            client = self.scope.client(bound.id.show())
+            for stat in ("size", "available", "removals", "revivals"):
+                client.gauge(f"loadbalancer/{stat}", _stat(bal, stat))
+            return bal
+        seen, bal = known
+        if seen != endpoints:
+            bal.update(endpoints, self.now())
+            self._balancers[key] = (endpoints, bal)
+        return bal
+
+    def _retry_policy(self, service: str) -> RetryPolicy:
+        policy = self._retries.get(service)
+        if policy is None:
+            policy = build_retry_policy(self.config.service, self.rng)
+            self._retries[service] = policy
+            svc = self.scope.service(service)
+            for name in policy.stats():
+                svc.gauge(name, _retry_stat(policy, name))
+        return policy
+
+    async def _attempts(
+        self, service: str, dest: Destination, bound: Bound, req: Request, deadline: float
+    ) -> Response:
+        """Send ``req``, retrying what the classifier and the budget allow, until ``deadline``."""
+        policy = self._retry_policy(service)
+        policy.record_request(self.now())
+        addr = dest.addrs.get(bound.id)
+        assert isinstance(addr, AddrBound)
+        bal = self._balancer(bound, addr)
+        client = self.scope.client(bound.id.show())
+        replayable = req.body.length == 0  # a streamed body is gone once sent: never retried
+        attempt = 0
+        prev_delay: float | None = None
+        while True:
+            attempt += 1
+            ep = bal.pick(self.now())
+            if ep is None:
+                raise NoEndpoints(
+                    f"All {int(bal.stats().get('size', 0))} endpoints of {bound.id.show()} "
+                    f"(for {service}) are marked dead by failure accrual; they are probed again "
+                    "after a backoff. Check the service's health."
+                )
+            client.counter("requests").incr()
+            started = self.now()
+            try:
+                resp = await self.pool.request(ep.address, req)
+            except (ConnectFailed, UpstreamProtocolError, UpstreamTimeout) as err:
+                bal.release(ep, self.now(), self.now() - started, False)
+                written = not isinstance(err, ConnectFailed)
+                cls = policy.classifier.classify_error(req.method, written)
+                retry, delay = policy.should_retry(
+                    cls,
+                    attempt,
+                    replayable or not written,
+                    self.now(),
+                    prev_delay_s=prev_delay,
+                    remaining_s=deadline - self.now(),
+                )
+                if not retry:
+                    raise
+                client.counter("retries").incr()
+                await trio.sleep(delay)
+                prev_delay = delay
+                continue
+            cls = policy.classifier(req.method, resp.status, resp.headers)
+            bal.release(ep, self.now(), self.now() - started, cls is ResponseClass.SUCCESS)
+            if cls is ResponseClass.FAILURE_RETRYABLE:
+                retry, delay = policy.should_retry(
+                    cls,
+                    attempt,
+                    replayable,
+                    self.now(),
+                    prev_delay_s=prev_delay,
+                    remaining_s=deadline - self.now(),
+                )
+                if retry:
+                    await _discard(resp)
+                    client.counter("retries").incr()
+                    await trio.sleep(delay)
+                    prev_delay = delay
+                    continue
+            return resp
 
     # -- the steps ------------------------------------------------------------------------------
     def _local_dtab(self, headers: hop.Headers) -> tuple[Dtab, Dtab]:
@@ -282,16 +413,15 @@ class Router:
             client=req.client,
             received_at=req.received_at,
         )
-        client_id = choice.bound.id.show()
-        self.scope.client(client_id).counter("requests").incr()
-        total_s = self.config.total_timeout_ms / 1000 or float("inf")
+        total_ms = self.config.total_timeout_ms
+        deadline = self.now() + (total_ms / 1000 if total_ms else float("inf"))
         try:
-            with trio.fail_after(total_s):
-                resp = await self.pool.request(choice.address, upstream_req)
+            with trio.fail_at(deadline):
+                resp = await self._attempts(service, dest, choice.bound, upstream_req, deadline)
         except trio.TooSlowError:
             raise UpstreamTimeout(
-                f"{service} ({client_id} at {choice.address[0]}:{choice.address[1]}) did not "
-                f"answer within totalTimeoutMs={self.config.total_timeout_ms}"
+                f"{service} ({choice.bound.id.show()}) did not answer within "
+                f"totalTimeoutMs={total_ms} (retries included)"
             ) from None
         out_headers = hop.add_via(hop.strip_hop_by_hop(resp.headers), "1.1")
         return Response(resp.status, out_headers, resp.body, resp.reason), service
