@@ -74,10 +74,11 @@ class Linker:
         return self.proc.returncode
 
 
-def linker_config(port: int, admin_port: int, router: str) -> str:
-    """A one-router config; ``router`` is extra YAML indented under the router."""
+def linker_config(port: int, admin_port: int, router: str, top: str = "") -> str:
+    """A one-router config; ``router`` is extra YAML indented under the router, ``top`` extra
+    top-level YAML (e.g. ``namers:``)."""
     return (
-        f"admin:\n  port: {admin_port}\nrouters:\n- protocol: http\n  label: outgoing\n"
+        f"{top}admin:\n  port: {admin_port}\nrouters:\n- protocol: http\n  label: outgoing\n"
         f"  servers:\n  - port: {port}\n{router}"
     )
 
@@ -90,12 +91,12 @@ def namerd_interpreter(namerd_api_port: int) -> str:
 
 
 @contextlib.contextmanager
-def running_linker(tmp: Path, router: str, *, workers: int = 2) -> Iterator[Linker]:
+def running_linker(tmp: Path, router: str, *, workers: int = 2, top: str = "") -> Iterator[Linker]:
     """Start the linker (free ports) with ``router`` YAML and wait until every worker is ready."""
     port, admin_port = free_ports(2)
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "linker.yaml"
-    cfg.write_text(linker_config(port, admin_port, router))
+    cfg.write_text(linker_config(port, admin_port, router, top))
     log_path = tmp / "linker.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -130,8 +131,14 @@ class Backend:
 
 
 @contextlib.contextmanager
-def backend(name: str, *, delay_s: float = 0.0) -> Iterator[Backend]:
-    """Start a backend on a free port; ``/slow?s=N`` sleeps N seconds before answering."""
+def backend(
+    name: str, *, delay_s: float = 0.0, status: int = 200, port: int = 0
+) -> Iterator[Backend]:
+    """Start a backend (free port unless ``port``); ``/slow?s=N`` sleeps N s before answering.
+
+    ``status`` is what it answers (500 for a broken instance); ``delay_s`` delays every answer
+    (a slow or, with a large value, hanging instance).
+    """
     state: dict[str, Backend] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -168,7 +175,7 @@ def backend(name: str, *, delay_s: float = 0.0) -> Iterator[Backend]:
             elif delay_s:
                 time.sleep(delay_s)
             body = f"{name} {received}\n".encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Backend", name)
             self.end_headers()
@@ -179,7 +186,8 @@ def backend(name: str, *, delay_s: float = 0.0) -> Iterator[Backend]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     b = Backend(name, server)
     state["b"] = b
