@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 import trio
@@ -35,6 +36,7 @@ from .accrual import build_accrual_factory
 from .balancer import Balancer, Endpoint, build_balancer
 from .classify import ResponseClass
 from .config import RouterConfig, ServerConfig
+from .deadline import DEADLINE_HEADER, effective_timeout_s, format_deadline, parse_deadline_headers
 from .errors import (
     BadDtabHeader,
     BindingFailed,
@@ -414,14 +416,34 @@ class Router:
             received_at=req.received_at,
         )
         total_ms = self.config.total_timeout_ms
-        deadline = self.now() + (total_ms / 1000 if total_ms else float("inf"))
+        # An upstream linker's l5d-ctx-deadline bounds us too: the stricter limit wins, and
+        # what is left of it travels on to the next hop.
+        wall = time.time()
+        incoming_s = parse_deadline_headers(headers, wall)
+        limit_s = effective_timeout_s(total_ms / 1000 if total_ms else None, incoming_s)
+        if limit_s is not None and limit_s <= 0:
+            raise UpstreamTimeout(
+                f"The request's l5d-ctx-deadline had already passed when it reached {service}."
+            )
+        deadline = self.now() + (limit_s if limit_s is not None else float("inf"))
+        if limit_s is not None:
+            upstream_req = replace(
+                upstream_req,
+                headers=hop.set(
+                    upstream_req.headers, DEADLINE_HEADER, format_deadline(wall, limit_s)
+                ),
+            )
         try:
             with trio.fail_at(deadline):
                 resp = await self._attempts(service, dest, choice.bound, upstream_req, deadline)
         except trio.TooSlowError:
-            raise UpstreamTimeout(
-                f"{service} ({choice.bound.id.show()}) did not answer within "
+            why = (
                 f"totalTimeoutMs={total_ms} (retries included)"
+                if incoming_s is None or (total_ms and total_ms / 1000 <= incoming_s)
+                else f"the request's l5d-ctx-deadline ({incoming_s:.3f} s)"
+            )
+            raise UpstreamTimeout(
+                f"{service} ({choice.bound.id.show()}) did not answer within {why}"
             ) from None
         out_headers = hop.add_via(hop.strip_hop_by_hop(resp.headers), "1.1")
         return Response(resp.status, out_headers, resp.body, resp.reason), service

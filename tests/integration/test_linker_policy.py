@@ -206,3 +206,28 @@ class _Port:
 
     def __init__(self, port: int) -> None:
         self.port = port
+
+
+def test_l5d_ctx_deadline_is_honoured_and_propagated(tmp_path: Path) -> None:
+    from linker.deadline import format_deadline, parse_deadline
+
+    from .namerd_proc import free_ports
+
+    (port,) = free_ports(1)
+    demo = _demo("echo", port)
+    try:
+        with start(tmp_path, [_Port(port)]) as lk:  # type: ignore[list-item]
+            sent = format_deadline(time.time(), 5.0)
+            r = httpx.get(lk.url, headers={"Host": "app", "l5d-ctx-deadline": sent.decode()})
+            assert r.status_code == 200
+            line = next(x for x in r.text.splitlines() if x.lower().startswith("l5d-ctx-deadline"))
+            remaining = parse_deadline(line.split(":", 1)[1].strip().encode(), time.time())
+            assert remaining is not None
+            assert 0 < remaining <= 5.0  # the next hop sees what is left, not more
+            expired = format_deadline(time.time() - 10, 1.0)
+            r = httpx.get(lk.url, headers={"Host": "app", "l5d-ctx-deadline": expired.decode()})
+            assert r.status_code == 503
+            assert "l5d-ctx-deadline" in unquote(r.headers["l5d-err"])
+    finally:
+        demo.kill()
+        demo.wait(10)
