@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path as FsPath
 from typing import Any
@@ -56,6 +56,8 @@ from typing import Any
 import yaml
 
 from shared import Dtab, DtabParseError, Path, configtree
+
+from .policy_config import StaticConfig, params_for, parse_static
 
 __all__ = [
     "AdminConfig",
@@ -120,6 +122,18 @@ class RouterConfig:
     pool_idle_time_ms: int = 60_000
     client: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
+    client_static: tuple[StaticConfig, ...] = ()
+    service_static: tuple[StaticConfig, ...] = ()
+
+    def client_params(self, client_id: Path | None = None) -> dict[str, Any]:
+        """The client keys that apply to ``client_id`` (io.l5d.static configs overlaid)."""
+        base = {k: v for k, v in self.client.items() if k not in ("kind", "configs")}
+        return params_for(client_id, base, self.client_static) if client_id else base
+
+    def service_params(self, service: Path | None = None) -> dict[str, Any]:
+        """The service keys that apply to ``service`` (io.l5d.static configs overlaid)."""
+        base = {k: v for k, v in self.service.items() if k not in ("kind", "configs")}
+        return params_for(service, base, self.service_static) if service else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +220,11 @@ def _server(raw: Any, where: str) -> ServerConfig:
     return out
 
 
-_CLIENT_KEYS = {"kind", "connectTimeoutMs", "requestAttemptTimeoutMs", "hostConnectionPool"}
-_SERVICE_KEYS = {"kind", "totalTimeoutMs"}
+# Keys an io.l5d.static `configs` entry may set (per bound client / per logical service).
+# Connection-level keys (timeouts, hostConnectionPool) stay at the section's top level: one
+# pool per router serves every client.
+_STATIC_CLIENT_KEYS = frozenset({"loadBalancer", "failureAccrual"})
+_STATIC_SERVICE_KEYS = frozenset({"totalTimeoutMs", "retries", "responseClassifier"})
 
 
 def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterConfig:
@@ -260,10 +277,33 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         client=_plain(client_raw or {}),
         service=_plain(service_raw or {}),
     )
-    kind = client.get("kind", "io.l5d.global", str)
-    if kind != "io.l5d.global":
-        raise client.error("kind", f"only io.l5d.global is supported for now, got {kind!r}")
-    service.get("kind", "io.l5d.global", str)
+    client_kind = client.get("kind", "io.l5d.global", str)
+    service_kind = service.get("kind", "io.l5d.global", str)
+    client_configs = client.get("configs", None, list)
+    service_configs = service.get("configs", None, list)
+    for sec_, kind, configs in (
+        (client, client_kind, client_configs),
+        (service, service_kind, service_configs),
+    ):
+        if kind not in ("io.l5d.global", "io.l5d.static"):
+            raise sec_.error("kind", f"expected io.l5d.global or io.l5d.static, got {kind!r}")
+        if (kind == "io.l5d.static") != (configs is not None):
+            raise sec_.error("configs", "io.l5d.static needs `configs`; io.l5d.global takes none")
+    try:
+        if client_configs is not None:
+            cfg = replace(
+                cfg,
+                client_static=parse_static(client_configs, f"{where}.client", _STATIC_CLIENT_KEYS),
+            )
+        if service_configs is not None:
+            cfg = replace(
+                cfg,
+                service_static=parse_static(
+                    service_configs, f"{where}.service", _STATIC_SERVICE_KEYS
+                ),
+            )
+    except ValueError as err:
+        raise ConfigError(f"{sec.key_pos('client')}: {err}") from None
     client.get("loadBalancer", None, dict)
     client.get("failureAccrual", None, dict)
     service.get("retries", None, dict)
@@ -287,13 +327,17 @@ def _check_client_policy(cfg: RouterConfig, sec: Any) -> None:
     from .retries import build_retry_policy
 
     rng = random.Random(0)
+    client_sets = [cfg.client_params(), *(s.params for s in cfg.client_static)]
+    service_sets = [cfg.service_params(), *(s.params for s in cfg.service_static)]
     try:
-        factory = build_accrual_factory(cfg.client.get("failureAccrual"), rng)
-        build_balancer(cfg.client.get("loadBalancer"), rng=rng, accrual_factory=factory)
+        for params in client_sets:
+            factory = build_accrual_factory(params.get("failureAccrual"), rng)
+            build_balancer(params.get("loadBalancer"), rng=rng, accrual_factory=factory)
     except ValueError as err:
         raise sec.error("client", str(err)) from None
     try:
-        build_retry_policy(cfg.service, rng, where="service")
+        for params in service_sets:
+            build_retry_policy(params, rng, where="service")
     except ValueError as err:
         raise sec.error("service", str(err)) from None
 

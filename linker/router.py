@@ -205,7 +205,6 @@ class Router:
         self.scope = metrics.router(config.label)
         self._balancers: dict[Path, tuple[tuple[Endpoint, ...], Balancer]] = {}
         self._retries: dict[str, RetryPolicy] = {}
-        self._accrual_factory = build_accrual_factory(config.client.get("failureAccrual"), self.rng)
         self.server_scope = self.scope.server(server.ip, server.port)
         self.max_err_bytes = config.max_err_response_kb * 1024
 
@@ -242,10 +241,11 @@ class Router:
         )
         known = self._balancers.get(key)
         if known is None:
+            params = self.config.client_params(bound.id)
             bal = build_balancer(
-                self.config.client.get("loadBalancer"),
+                params.get("loadBalancer"),
                 rng=self.rng,
-                accrual_factory=self._accrual_factory,
+                accrual_factory=build_accrual_factory(params.get("failureAccrual"), self.rng),
             )
             bal.update(endpoints, self.now())
             self._balancers[key] = (endpoints, bal)
@@ -262,7 +262,7 @@ class Router:
     def _retry_policy(self, service: str) -> RetryPolicy:
         policy = self._retries.get(service)
         if policy is None:
-            policy = build_retry_policy(self.config.service, self.rng)
+            policy = build_retry_policy(self.config.service_params(Path.read(service)), self.rng)
             self._retries[service] = policy
             svc = self.scope.service(service)
             for name in policy.stats():
@@ -415,7 +415,9 @@ class Router:
             client=req.client,
             received_at=req.received_at,
         )
-        total_ms = self.config.total_timeout_ms
+        total_ms = int(
+            self.config.service_params(path).get("totalTimeoutMs", self.config.total_timeout_ms)
+        )
         # An upstream linker's l5d-ctx-deadline bounds us too: the stricter limit wins, and
         # what is left of it travels on to the next hop.
         wall = time.time()
