@@ -174,46 +174,14 @@ def _reject_not_yet(sec: Any) -> None:
             raise sec.error(key, f"{what} is a Linkerd feature this linker does not implement yet")
 
 
-def _ms(sec: Any, key: str, default: int) -> int:
-    value = sec.get(key, default, int)
-    if value < 0:
-        raise sec.error(key, f"must be >= 0 milliseconds (0 turns it off), got {value}")
-    return int(value)
-
-
-def _positive(sec: Any, key: str, default: int) -> int:
-    value = sec.get(key, default, int)
-    if value <= 0:
-        raise sec.error(key, f"must be a positive integer, got {value}")
-    return int(value)
-
-
-def _port(sec: Any, key: str, default: int) -> int:
-    value = sec.get(key, default, int)
-    if not 0 <= value <= 65535:
-        raise sec.error(key, f"port must be 0-65535, got {value}")
-    return int(value)
-
-
-def _ip(sec: Any, key: str, default: str) -> str:
-    import ipaddress
-
-    value = sec.get(key, default, str)
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise sec.error(key, f"not an IP address: {value!r} (0.0.0.0 listens everywhere)") from None
-    return str(value)
-
-
 def _server(raw: Any, where: str) -> ServerConfig:
     sec = Section(raw, where)
     _reject_not_yet(sec)
     out = ServerConfig(
-        ip=_ip(sec, "ip", "127.0.0.1"),
-        port=_port(sec, "port", DEFAULT_ROUTER_PORT),
+        ip=sec.ip("ip", "127.0.0.1"),
+        port=sec.port("port", DEFAULT_ROUTER_PORT),
         clear_context=sec.get("clearContext", False, bool),
-        max_call_depth=_positive(sec, "maxCallDepth", 1000),
+        max_call_depth=sec.positive_int("maxCallDepth", 1000),
         max_concurrent_requests=sec.get("maxConcurrentRequests", None, int),
     )
     sec.done(also_allowed=["timestampHeader"])
@@ -265,15 +233,15 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         dtab=dtab,
         identifier=_plain(identifier) if identifier is not None else None,
         interpreter=_plain(interpreter) if interpreter is not None else None,
-        binding_timeout_ms=_positive(sec, "bindingTimeoutMs", 10_000),
-        max_initial_line_kb=_positive(sec, "maxInitialLineKB", 4),
-        max_headers_kb=_positive(sec, "maxHeadersKB", 8),
-        max_err_response_kb=_positive(sec, "maxErrResponseKB", 5120),
-        connect_timeout_ms=_ms(client, "connectTimeoutMs", 3_000),
-        request_attempt_timeout_ms=_ms(client, "requestAttemptTimeoutMs", 10_000),
-        total_timeout_ms=_ms(service, "totalTimeoutMs", 30_000),
-        pool_max_idle=_positive(pool, "maxIdle", 16),
-        pool_idle_time_ms=_positive(pool, "idleTimeMs", 60_000),
+        binding_timeout_ms=sec.positive_int("bindingTimeoutMs", 10_000),
+        max_initial_line_kb=sec.positive_int("maxInitialLineKB", 4),
+        max_headers_kb=sec.positive_int("maxHeadersKB", 8),
+        max_err_response_kb=sec.positive_int("maxErrResponseKB", 5120),
+        connect_timeout_ms=client.millis("connectTimeoutMs", 3_000),
+        request_attempt_timeout_ms=client.millis("requestAttemptTimeoutMs", 10_000),
+        total_timeout_ms=service.millis("totalTimeoutMs", 30_000),
+        pool_max_idle=pool.positive_int("maxIdle", 16),
+        pool_idle_time_ms=pool.positive_int("idleTimeMs", 60_000),
         client=_plain(client_raw or {}),
         service=_plain(service_raw or {}),
     )
@@ -365,9 +333,7 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     top = Section(raw, "the top level")
     _reject_not_yet(top)
     admin_sec = Section(top.get("admin"), "admin")
-    admin = AdminConfig(
-        _ip(admin_sec, "ip", "127.0.0.1"), _port(admin_sec, "port", DEFAULT_ADMIN_PORT)
-    )
+    admin = AdminConfig(admin_sec.ip("ip", "127.0.0.1"), admin_sec.port("port", DEFAULT_ADMIN_PORT))
     admin_sec.done()
     namers_raw = top.get("namers", None, list) or []
     namers: list[dict[str, Any]] = []

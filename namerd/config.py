@@ -35,7 +35,6 @@ workers                  2               gunicorn worker processes (``--workers`
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -149,31 +148,6 @@ class NamerdConfig:
 _DEFAULT_LIMITS = Limits()
 
 
-def _ip(sec: Section, key: str, default: str) -> str:
-    value = sec.get(key, default, str)
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise sec.error(
-            key, f"not an IP address: {value!r} (use 0.0.0.0 to listen everywhere)"
-        ) from None
-    return str(value)
-
-
-def _port(sec: Section, key: str, default: int) -> int:
-    value = sec.get(key, default, int)
-    if not 0 <= value <= 65535:
-        raise sec.error(key, f"port must be 0-65535, got {value}")
-    return int(value)
-
-
-def _positive(sec: Section, key: str, default: int) -> int:
-    value = sec.get(key, default, int)
-    if value <= 0:
-        raise sec.error(key, f"must be a positive integer, got {value}")
-    return int(value)
-
-
 def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> StorageConfig:
     sec = Section(raw, "storage", pos)
     if raw is None:
@@ -197,7 +171,7 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
     for i, item in enumerate(raw_sentinels or []):
         s = Section(item, f"storage.sentinels[{i}]")
         host = s.get("host", None, str)
-        port = _port(s, "port", 26379)
+        port = s.port("port", 26379)
         s.done()
         if not host:
             raise s.error("host", "a sentinel needs a host")
@@ -258,7 +232,7 @@ def _interface(raw: Any, top: Section) -> InterfaceConfig:
             raise sec.error("kind", f"{kind} is not supported; use {HTTP_CONTROLLER}")
         if kind != HTTP_CONTROLLER:
             raise sec.error("kind", f"unknown interface kind {kind!r} (known: {HTTP_CONTROLLER})")
-        iface = InterfaceConfig(_ip(sec, "ip", "127.0.0.1"), _port(sec, "port", DEFAULT_HTTP_PORT))
+        iface = InterfaceConfig(sec.ip("ip", "127.0.0.1"), sec.port("port", DEFAULT_HTTP_PORT))
         sec.done()
         if found is not None:
             raise sec.error("kind", f"only one {HTTP_CONTROLLER} interface is supported")
@@ -289,9 +263,9 @@ def parse_config(
     interface = _interface(top.get("interfaces"), top)
     admin_sec = Section(top.get("admin"), "admin")
     admin = AdminConfig(
-        _ip(admin_sec, "ip", "127.0.0.1"),
-        _port(admin_sec, "port", DEFAULT_ADMIN_PORT),
-        _positive(admin_sec, "shutdownGraceMs", 10_000),
+        admin_sec.ip("ip", "127.0.0.1"),
+        admin_sec.port("port", DEFAULT_ADMIN_PORT),
+        admin_sec.positive_int("shutdownGraceMs", 10_000),
     )
     admin_sec.done()
     auth_sec = Section(top.get("auth"), "auth")
@@ -299,10 +273,10 @@ def parse_config(
     auth_sec.done()
     lim = Section(top.get("limits"), "limits")
     limits = Limits(
-        _positive(lim, "maxBodyBytes", _DEFAULT_LIMITS.max_body_bytes),
-        _positive(lim, "lookupTimeoutMs", _DEFAULT_LIMITS.lookup_timeout_ms),
-        _positive(lim, "delegateTimeoutMs", _DEFAULT_LIMITS.delegate_timeout_ms),
-        _positive(lim, "watchHeartbeatMs", _DEFAULT_LIMITS.watch_heartbeat_ms),
+        lim.positive_int("maxBodyBytes", _DEFAULT_LIMITS.max_body_bytes),
+        lim.positive_int("lookupTimeoutMs", _DEFAULT_LIMITS.lookup_timeout_ms),
+        lim.positive_int("delegateTimeoutMs", _DEFAULT_LIMITS.delegate_timeout_ms),
+        lim.positive_int("watchHeartbeatMs", _DEFAULT_LIMITS.watch_heartbeat_ms),
     )
     lim.done()
     file_workers = top.get("workers", DEFAULT_WORKERS, int)

@@ -10,6 +10,7 @@ Both namerd and the linker read Linkerd-shaped config files, so both share this.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,38 @@ class Section:
                 names = " or ".join(t.__name__ for t in allowed)
                 raise self.error(key, f"expected {names}, got {v!r}")
         return v
+
+    def ip(self, key: str, default: str) -> str:
+        """An IP address (v4 or v6) to listen on."""
+        value = self.get(key, default, str)
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise self.error(
+                key, f"not an IP address: {value!r} (0.0.0.0 listens everywhere)"
+            ) from None
+        return str(value)
+
+    def port(self, key: str, default: int) -> int:
+        """A TCP port, 0-65535 (0: any free port)."""
+        value = int(self.get(key, default, int))
+        if not 0 <= value <= 65535:
+            raise self.error(key, f"port must be 0-65535, got {value}")
+        return value
+
+    def positive_int(self, key: str, default: int) -> int:
+        """An integer > 0 (sizes, counts, timeouts that cannot be turned off)."""
+        value = int(self.get(key, default, int))
+        if value <= 0:
+            raise self.error(key, f"must be a positive integer, got {value}")
+        return value
+
+    def millis(self, key: str, default: int) -> int:
+        """A duration in milliseconds >= 0, where 0 turns the timeout off."""
+        value = int(self.get(key, default, int))
+        if value < 0:
+            raise self.error(key, f"must be >= 0 milliseconds (0 turns it off), got {value}")
+        return value
 
     def has(self, key: str) -> bool:
         """True if ``key`` is present."""
