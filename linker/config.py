@@ -119,6 +119,9 @@ class RouterConfig:
     request_attempt_timeout_ms: int = 10_000
     total_timeout_ms: int = 30_000
     pool_max_idle: int = 16
+    pool_max_size: int | None = None
+    pool_max_waiters: int | None = None
+    pool_min_size: int = 0
     pool_idle_time_ms: int = 60_000
     client: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
@@ -241,6 +244,9 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         request_attempt_timeout_ms=client.millis("requestAttemptTimeoutMs", 10_000),
         total_timeout_ms=service.millis("totalTimeoutMs", 30_000),
         pool_max_idle=pool.positive_int("maxIdle", 16),
+        pool_max_size=pool.get("maxSize", None, int),
+        pool_max_waiters=pool.get("maxWaiters", None, int),
+        pool_min_size=pool.get("minSize", 0, int),
         pool_idle_time_ms=pool.positive_int("idleTimeMs", 60_000),
         client=_plain(client_raw or {}),
         service=_plain(service_raw or {}),
@@ -272,6 +278,12 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
             )
     except ValueError as err:
         raise ConfigError(f"{sec.key_pos('client')}: {err}") from None
+    if cfg.pool_max_size is not None and cfg.pool_max_size < 1:
+        raise pool.error("maxSize", f"must be at least 1, got {cfg.pool_max_size}")
+    if cfg.pool_max_waiters is not None and cfg.pool_max_waiters < 0:
+        raise pool.error("maxWaiters", f"must be >= 0, got {cfg.pool_max_waiters}")
+    if cfg.pool_min_size < 0:
+        raise pool.error("minSize", f"must be >= 0, got {cfg.pool_min_size}")
     client.get("loadBalancer", None, dict)
     client.get("failureAccrual", None, dict)
     service.get("retries", None, dict)

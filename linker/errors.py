@@ -43,6 +43,7 @@ __all__ = [
     "LoopDetected",
     "NoEndpoints",
     "NoNameIdentified",
+    "PoolExhausted",
     "RequestLineTooLong",
     "RequestTimeout",
     "UpstreamProtocolError",
@@ -164,6 +165,12 @@ class InternalError(LinkerError):
     """Something unexpected failed inside the linker (a bug): Linkerd's "any other error" 502."""
 
     status = 502
+
+
+class PoolExhausted(LinkerError):
+    """Every connection to the endpoint is busy and too many requests already wait (503)."""
+
+    status = 503
 
 
 class UpstreamTimeout(LinkerError):

@@ -43,6 +43,9 @@ def _pool_limits(router: RouterConfig) -> PoolLimits:
         idle_timeout_s=router.pool_idle_time_ms / 1000,
         connect_timeout_s=router.connect_timeout_ms / 1000 or 3600.0,
         response_header_timeout_s=attempt_s,
+        max_per_host=router.pool_max_size,
+        max_waiters_per_host=router.pool_max_waiters,
+        min_idle_per_host=router.pool_min_size,
     )
 
 

@@ -46,7 +46,14 @@ from dataclasses import dataclass
 import h11
 import trio
 
-from .errors import ConnectFailed, FramingError, LinkerError, UpstreamProtocolError, UpstreamTimeout
+from .errors import (
+    ConnectFailed,
+    FramingError,
+    LinkerError,
+    PoolExhausted,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from .http import Body, Headers, Request, Response
 
 __all__ = ["PoolLimits", "UpstreamPool"]
@@ -82,6 +89,14 @@ class PoolLimits:
             router's request timeouts apply), as Linkerd's default.
         max_response_head_bytes: largest response head (status line and headers) accepted;
             h11's default, which cites node, tomcat, IIS and Apache.
+        max_per_host: most connections (busy + idle) to one endpoint; a request finding all
+            of them busy waits for one (Linkerd ``hostConnectionPool.maxSize``; None, the
+            default, is unbounded as in Linkerd).
+        max_waiters_per_host: most requests waiting for a connection to one endpoint; one more
+            fails at once with :class:`~linker.errors.PoolExhausted` (503)
+            (``hostConnectionPool.maxWaiters``; None = unbounded).
+        min_idle_per_host: idle connections kept even past ``idle_timeout_s``
+            (``hostConnectionPool.minSize``; default 0).
         expect_continue_timeout_s: a request with ``Expect: 100-continue`` holds its body
             until the endpoint answers 100 (or refuses with a final response), but at most
             this long, as RFC 9110 §10.1.1 advises; curl waits 1 s too.
@@ -93,6 +108,9 @@ class PoolLimits:
     response_header_timeout_s: float | None = None
     max_response_head_bytes: int = 16 * 1024
     expect_continue_timeout_s: float = 1.0
+    max_per_host: int | None = None
+    max_waiters_per_host: int | None = None
+    min_idle_per_host: int = 0
 
 
 class _ConnState(enum.Enum):
@@ -162,6 +180,9 @@ class UpstreamPool:
         self._active: set[_UpstreamConnection] = set()
         self._closed = False
         self._last_prune_s = 0.0
+        self._waiting: dict[tuple[str, int], int] = {}
+        self._connecting: dict[tuple[str, int], int] = {}
+        self._slot_events: dict[tuple[str, int], trio.Event] = {}
         self._counts = {
             "created": 0,
             "reused": 0,
@@ -169,6 +190,7 @@ class UpstreamPool:
             "dead_on_checkout": 0,
             "expired": 0,
             "retried": 0,
+            "rejected": 0,
             "connect_failed": 0,
         }
 
@@ -258,7 +280,8 @@ class UpstreamPool:
         while conns:
             # Most recently used first: the least likely to have been closed by the endpoint.
             conn = conns.pop()
-            if now - conn.idle_since >= self._limits.idle_timeout_s:
+            kept_by_min_size = len(conns) + 1 <= self._limits.min_idle_per_host
+            if now - conn.idle_since >= self._limits.idle_timeout_s and not kept_by_min_size:
                 self._counts["expired"] += 1
                 to_close.append(conn)
             elif conn.looks_dead():
@@ -297,8 +320,12 @@ class UpstreamPool:
         expired: list[_UpstreamConnection] = []
         for address in list(self._idle):
             conns = self._idle[address]
-            keep = [c for c in conns if now - c.idle_since < self._limits.idle_timeout_s]
-            expired += [c for c in conns if now - c.idle_since >= self._limits.idle_timeout_s]
+            fresh_ones = [c for c in conns if now - c.idle_since < self._limits.idle_timeout_s]
+            old = [c for c in conns if now - c.idle_since >= self._limits.idle_timeout_s]
+            # minSize: keep the newest of the expired ones up to the floor.
+            spare = max(0, self._limits.min_idle_per_host - len(fresh_ones))
+            keep = fresh_ones + old[len(old) - spare :] if spare else fresh_ones
+            expired += old[: len(old) - spare] if spare else old
             if keep:
                 self._idle[address] = keep
             else:
@@ -312,18 +339,61 @@ class UpstreamPool:
         for conn in conns:
             self._counts["closed"] += 1
             await conn.close()
+            self._wake(conn.address)
 
     async def _acquire(self, address: tuple[str, int], *, fresh: bool) -> _UpstreamConnection:
-        now = trio.current_time()
-        to_close = self._prune(now)
-        conn = None
-        if not fresh:
-            conn, stale = self._take_idle(address, now)
-            to_close += stale
-        await self._close_all(to_close)
-        if conn is not None:
-            return conn
-        return await self._connect(address)
+        while True:
+            now = trio.current_time()
+            to_close = self._prune(now)
+            conn = None
+            if not fresh:
+                conn, stale = self._take_idle(address, now)
+                to_close += stale
+            await self._close_all(to_close)
+            if conn is not None:
+                return conn
+            limit = self._limits.max_per_host
+            # A fresh connection replaces a stale one that was just closed: never held back.
+            if fresh or limit is None or self._open_to(address) < limit:
+                # Count the slot before the await, or concurrent requests would all see room.
+                self._connecting[address] = self._connecting.get(address, 0) + 1
+                try:
+                    return await self._connect(address)
+                finally:
+                    self._connecting[address] -= 1
+                    self._wake(address)
+            await self._wait_for_slot(address, limit)
+
+    def _open_to(self, address: tuple[str, int]) -> int:
+        busy = sum(1 for c in self._active if c.address == address)
+        return busy + len(self._idle.get(address, ())) + self._connecting.get(address, 0)
+
+    async def _wait_for_slot(self, address: tuple[str, int], limit: int) -> None:
+        """Wait until a connection to ``address`` is released or closed (maxSize reached)."""
+        waiting = self._waiting.get(address, 0)
+        max_waiters = self._limits.max_waiters_per_host
+        if max_waiters is not None and waiting >= max_waiters:
+            self._counts["rejected"] += 1
+            raise PoolExhausted(
+                f"All {limit} connections to {address[0]}:{address[1]} are busy and "
+                f"{waiting} requests are already waiting (hostConnectionPool maxSize/maxWaiters)"
+            )
+        self._waiting[address] = waiting + 1
+        try:
+            await self._slot_event(address).wait()
+        finally:
+            self._waiting[address] -= 1
+
+    def _slot_event(self, address: tuple[str, int]) -> trio.Event:
+        event = self._slot_events.get(address)
+        if event is None:
+            event = self._slot_events[address] = trio.Event()
+        return event
+
+    def _wake(self, address: tuple[str, int]) -> None:
+        event = self._slot_events.pop(address, None)
+        if event is not None:
+            event.set()
 
     async def _connect(self, address: tuple[str, int]) -> _UpstreamConnection:
         host, port = address
@@ -356,6 +426,7 @@ class UpstreamPool:
         if reusable:
             conn.h11.start_next_cycle()
         await self._close_all(self._release(conn, reusable, trio.current_time()))
+        self._wake(conn.address)  # a waiter can now reuse it, or connect in its place
 
 
 class _StaleConnection(Exception):

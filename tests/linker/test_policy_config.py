@@ -72,3 +72,11 @@ def test_static_configs_layer_in_order() -> None:
 def test_bad_static_configs_are_named(extra: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load(extra)
+
+
+def test_host_connection_pool_keys() -> None:
+    pool = "{minSize: 1, maxSize: 8, maxWaiters: 100, idleTimeMs: 5000}"
+    cfg = load(f"  client:\n    hostConnectionPool: {pool}\n").routers[0]
+    assert (cfg.pool_min_size, cfg.pool_max_size, cfg.pool_max_waiters) == (1, 8, 100)
+    with pytest.raises(ConfigError, match="maxSize: must be at least 1"):
+        load("  client:\n    hostConnectionPool: {maxSize: 0}\n")

@@ -17,9 +17,10 @@ from functools import partial
 import h11
 import pytest
 import trio
+import trio.testing
 
 from linker import hop
-from linker.errors import ConnectFailed, UpstreamProtocolError, UpstreamTimeout
+from linker.errors import ConnectFailed, PoolExhausted, UpstreamProtocolError, UpstreamTimeout
 from linker.http import EMPTY_BODY, Body, Request, Response, bytes_body, read_body, stream_body
 from linker.server import ServerLimits, serve_listeners
 from linker.upstream import PoolLimits, UpstreamPool, _UpstreamConnection
@@ -633,4 +634,75 @@ async def test_200mb_stream_through_linker_and_pool_in_constant_memory() -> None
     print(f"200 MB echoed: max in flight {in_flight_mib:.1f} MiB, RSS +{rss_growth_mb:.1f} MiB")
     assert rss_growth_mb < 50, rss_growth_mb
     assert pool.stats()["created"] == 1
+    await pool.aclose()
+
+
+# -- hostConnectionPool maxSize / maxWaiters / minSize --------------------------------------------
+
+
+async def test_max_size_makes_requests_wait_for_a_connection() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    busy = 0
+    peak = 0
+
+    async def slow(req: Request) -> Response:
+        nonlocal busy, peak
+        busy += 1
+        peak = max(peak, busy)
+        await trio.sleep(0.05)
+        busy -= 1
+        return Response(200, [], bytes_body(b"ok"))
+
+    results: list[bytes] = []
+    async with endpoint(slow) as port:
+
+        async def one() -> None:
+            resp = await pool.request((LOCAL, port), request())
+            results.append(await read_body(resp.body))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(one)
+        stats = pool.stats()
+    assert results == [b"ok"] * 3
+    assert peak == 1  # the endpoint never saw two requests at once
+    assert stats["created"] == 1  # all three shared the one connection
+    await pool.aclose()
+
+
+async def test_max_waiters_rejects_at_once_with_503() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1, max_waiters_per_host=0))
+    gate = trio.Event()
+
+    async def held(req: Request) -> Response:
+        await gate.wait()
+        return Response(200, [], bytes_body(b"ok"))
+
+    async with endpoint(held) as port:
+        async with trio.open_nursery() as nursery:
+            first: list[Response] = []
+
+            async def take() -> None:
+                first.append(await pool.request((LOCAL, port), request()))
+
+            nursery.start_soon(take)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(PoolExhausted) as info:
+                await pool.request((LOCAL, port), request())
+            assert info.value.status == 503
+            assert "maxSize/maxWaiters" in str(info.value)
+            gate.set()
+        await read_body(first[0].body)
+        assert pool.stats()["rejected"] == 1
+    await pool.aclose()
+
+
+async def test_min_size_keeps_idle_connections_past_the_idle_timeout() -> None:
+    pool = UpstreamPool(PoolLimits(idle_timeout_s=0.01, min_idle_per_host=1))
+    async with endpoint(echo_info) as port:
+        await read_body((await pool.request((LOCAL, port), request())).body)
+        await trio.sleep(0.05)
+        await read_body((await pool.request((LOCAL, port), request())).body)
+        stats = pool.stats()
+        assert (stats["created"], stats["reused"], stats["expired"]) == (1, 1, 0)
     await pool.aclose()
