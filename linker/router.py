@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -252,12 +253,21 @@ class Router:
             client = self.scope.client(bound.id.show())
             for stat in ("size", "available", "removals", "revivals"):
                 client.gauge(f"loadbalancer/{stat}", _stat(bal, stat))
+            self._endpoint_gauges(client, bal)
             return bal
         seen, bal = known
         if seen != endpoints:
             bal.update(endpoints, self.now())
             self._balancers[key] = (endpoints, bal)
+            self._endpoint_gauges(self.scope.client(bound.id.show()), bal)
         return bal
+
+    @staticmethod
+    def _endpoint_gauges(client: Any, bal: Balancer) -> None:
+        """Per-endpoint load (outstanding, load, ewma) as gauges, sampled at each snapshot."""
+        for name in bal.stats():
+            if name.startswith("endpoint/"):
+                client.gauge(f"loadbalancer/{name}", _stat(bal, name))
 
     def _retry_policy(self, service: str) -> RetryPolicy:
         policy = self._retries.get(service)

@@ -231,3 +231,20 @@ def test_l5d_ctx_deadline_is_honoured_and_propagated(tmp_path: Path) -> None:
     finally:
         demo.kill()
         demo.wait(10)
+
+
+def test_balancer_state_is_in_the_metrics(tmp_path: Path) -> None:
+    with fleet({}, {}) as backends:
+        with start(tmp_path, backends) as lk:
+            hammer(lk, 40)
+            prefix = "rt/outgoing/client/#/io.l5d.fs/app/loadbalancer/"
+            m = lk.metrics()
+            for _ in range(50):
+                if m.get(prefix + "size") == 2:
+                    break
+                time.sleep(0.1)
+                m = lk.metrics()
+            assert m[prefix + "size"] == 2
+            assert m[prefix + "available"] == 2
+            per_endpoint = [k for k in m if k.startswith(prefix + "endpoint/")]
+            assert any(k.endswith("/outstanding") for k in per_endpoint), per_endpoint
