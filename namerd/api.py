@@ -253,8 +253,10 @@ class _Api:
         async def body() -> AsyncIterator[bytes]:
             metrics.add("watches/open", 1)
             follower = asyncio.create_task(follow()) if follow is not None else None
+            # A namespace-bound stream keeps that dtab live in the cache while it runs.
+            live = rt.dtabs.using(namespace) if namespace is not None else contextlib.nullcontext()
             try:
-                if namespace is None:
+                async with live:
                     async for chunk in watch_stream(
                         render,
                         notifier=rt.notifier,
@@ -263,16 +265,6 @@ class _Api:
                         shutdown=rt.shutdown,
                     ):
                         yield chunk
-                else:
-                    async with rt.dtabs.using(namespace):
-                        async for chunk in watch_stream(
-                            render,
-                            notifier=rt.notifier,
-                            receive=receive,
-                            heartbeat_s=self.limits.watch_heartbeat_ms / 1000,
-                            shutdown=rt.shutdown,
-                        ):
-                            yield chunk
             finally:
                 metrics.add("watches/open", -1)
                 if follower is not None:
