@@ -249,6 +249,11 @@ class _Api:
 
         rt = self.rt
         metrics = rt.metrics
+        if rt.shutdown.is_set():
+            # A draining replica must not start long-lived streams: a client that reconnects
+            # here just after we ended its stream would get whatever we render while shutting
+            # down. 503 makes it retry (linkers keep their last-known state on a 5xx).
+            raise HTTPProblem(503, "namerd is shutting down; retry (or use another replica).\n")
 
         async def body() -> AsyncIterator[bytes]:
             metrics.add("watches/open", 1)
