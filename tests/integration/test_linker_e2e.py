@@ -195,6 +195,16 @@ def test_namerd_outage_keeps_routing_and_catches_up(stack) -> None:  # type: ign
     for t in threads:
         t.start()
     try:
+        # Last-known state is per worker: a worker that never resolved the name before the
+        # outage has nothing to keep serving. Wait until every worker holds its bind and addr
+        # watches (the load spreads new connections over both).
+        wait_for(
+            lambda: (
+                lk.metrics().get("rt/outgoing/interpreter/namerd/watches/connected", 0)
+                >= 2 * lk.workers
+            ),
+            "every worker to hold its namerd watches",
+        )
         ports = (nd.api_port, nd.admin_port)
         nd.stop()
         # A change made while this namerd is down (through another namerd on the same data).
