@@ -16,7 +16,7 @@
       maxHeadersKB: 8
       maxErrResponseKB: 5120
       client:  {connectTimeoutMs: 3000, requestAttemptTimeoutMs: 10000,
-                hostConnectionPool: {maxIdle: 16, idleTimeMs: 60000}}
+                hostConnectionPool: {maxIdle: 100, idleTimeMs: 60000}}
       service: {totalTimeoutMs: 30000}
 
 Defaults (Linkerd's where Linkerd has one):
@@ -36,7 +36,7 @@ maxInitialLineKB / maxHeadersKB 4 / 8       over -> 414 / 431
 maxErrResponseKB               5120         cap on error bodies (and l5d-err)
 client.connectTimeoutMs        3000         connecting to a service -> 502
 client.requestAttemptTimeoutMs 10000        response headers from a service -> 503
-client.hostConnectionPool      maxIdle 16, idleTimeMs 60000
+client.hostConnectionPool      maxIdle 100, idleTimeMs 60000
 service.totalTimeoutMs         30000        whole request, until response headers -> 503
 =============================  ===========  =================================================
 
@@ -118,7 +118,7 @@ class RouterConfig:
     connect_timeout_ms: int = 3_000
     request_attempt_timeout_ms: int = 10_000
     total_timeout_ms: int = 30_000
-    pool_max_idle: int = 16
+    pool_max_idle: int = 100
     pool_max_size: int | None = None
     pool_max_waiters: int | None = None
     pool_min_size: int = 0
@@ -243,7 +243,7 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         connect_timeout_ms=client.millis("connectTimeoutMs", 3_000),
         request_attempt_timeout_ms=client.millis("requestAttemptTimeoutMs", 10_000),
         total_timeout_ms=service.millis("totalTimeoutMs", 30_000),
-        pool_max_idle=pool.positive_int("maxIdle", 16),
+        pool_max_idle=pool.positive_int("maxIdle", 100),
         pool_max_size=pool.get("maxSize", None, int),
         pool_max_waiters=pool.get("maxWaiters", None, int),
         pool_min_size=pool.get("minSize", 0, int),

@@ -102,7 +102,7 @@ class PoolLimits:
             this long, as RFC 9110 §10.1.1 advises; curl waits 1 s too.
     """
 
-    max_idle_per_host: int = 16
+    max_idle_per_host: int = 100
     idle_timeout_s: float = 60.0
     connect_timeout_s: float = 3.0
     response_header_timeout_s: float | None = None
