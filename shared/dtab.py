@@ -117,12 +117,17 @@ class Dentry:
 class Dtab:
     """An ordered, immutable sequence of dentries. Later dentries take priority."""
 
-    __slots__ = ("dentries",)
+    __slots__ = ("_hash", "_shown", "dentries")
 
     dentries: tuple[Dentry, ...]
+    # Memoised: a proxy hashes and shows the same dtabs on every request (cache keys, headers).
+    _hash: int | None
+    _shown: str | None
 
     def __init__(self, dentries: Iterable[Dentry] = ()) -> None:
         object.__setattr__(self, "dentries", tuple(dentries))
+        object.__setattr__(self, "_hash", None)
+        object.__setattr__(self, "_shown", None)
 
     @staticmethod
     def read(text: str | bytes) -> Dtab:
@@ -143,7 +148,11 @@ class Dtab:
 
     def show(self) -> str:
         """Dentries joined by ``;``, no spaces, no trailing ``;``; the empty dtab is ``""``."""
-        return ";".join(d.show() for d in self.dentries)
+        shown = self._shown
+        if shown is None:
+            shown = ";".join(d.show() for d in self.dentries)
+            object.__setattr__(self, "_shown", shown)
+        return shown
 
     def pretty(self) -> str:
         """One dentry per line, with spaces around ``=>`` and a trailing ``;`` (for people)."""
@@ -225,7 +234,11 @@ class Dtab:
         return isinstance(other, Dtab) and other.dentries == self.dentries
 
     def __hash__(self) -> int:
-        return hash(self.dentries)
+        h = self._hash
+        if h is None:
+            h = hash(self.dentries)
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def __repr__(self) -> str:
         return f"Dtab({self.show()!r})"

@@ -29,10 +29,11 @@ class Path:
     rejected because no text form can express them.
     """
 
-    __slots__ = ("_hash", "labels")
+    __slots__ = ("_hash", "_shown", "labels")
 
     labels: tuple[bytes, ...]
     _hash: int
+    _shown: str | None  # show() memoised: the linker shows the same paths on every request
 
     def __init__(self, *labels: bytes | str) -> None:
         out = tuple(lab.encode("utf-8") if isinstance(lab, str) else bytes(lab) for lab in labels)
@@ -40,6 +41,7 @@ class Path:
             raise ValueError("path labels must not be empty")
         object.__setattr__(self, "labels", out)
         object.__setattr__(self, "_hash", hash(out))
+        object.__setattr__(self, "_shown", None)
 
     @classmethod
     def from_labels(cls, labels: Iterable[bytes]) -> Path:
@@ -59,9 +61,11 @@ class Path:
 
     def show(self) -> str:
         """The canonical text form; ``Path.read(p.show()) == p`` always holds."""
-        if not self.labels:
-            return "/"
-        return "".join("/" + show_label(lab) for lab in self.labels)
+        shown = self._shown
+        if shown is None:
+            shown = "".join("/" + show_label(lab) for lab in self.labels) if self.labels else "/"
+            object.__setattr__(self, "_shown", shown)
+        return shown
 
     # -- sequence behaviour -------------------------------------------------------------------
     def __len__(self) -> int:
