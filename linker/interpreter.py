@@ -244,10 +244,28 @@ class NamerdHttpInterpreter:
             self._started.set()
             task_status.started()
 
+    def resolve_now(self, path: Path, local_dtab: Dtab) -> Destination | None:
+        """The destination if it is known and current, without waiting; else None.
+
+        The router's hot path: a name that was resolved before and has not changed since
+        needs no task switch and no cancel scope.
+        """
+        if not self._started.is_set() or not self.client.running:
+            return None
+        watch = self.client.bind_watch(path, self._dtab_text(local_dtab))
+        known = watch.resolved
+        if known is None or known[0] != self.client.changes.generation:
+            return None
+        now = watch.last_used
+        for addr_watch in known[2]:
+            addr_watch.last_used = now  # still in use: keep them from idling out
+        return known[1]  # type: ignore[no-any-return]
+
     async def resolve(self, path: Path, local_dtab: Dtab) -> Destination:
         """See :meth:`Interpreter.resolve`; the first answer for a name takes a round trip."""
         deadline = trio.current_time() + self.bind_timeout_s
-        await _wait_started(self._started, deadline, f"binding {path.show()}")
+        if not self._started.is_set():  # the hot path skips a checkpoint and a cancel scope
+            await _wait_started(self._started, deadline, f"binding {path.show()}")
         if not self.client.running:
             raise BindFailure(f"binding {path.show()}: the namerd interpreter has stopped")
         dtab_text = self._dtab_text(local_dtab)
@@ -255,8 +273,19 @@ class NamerdHttpInterpreter:
         while True:
             generation = changes.generation
             watch = self.client.bind_watch(path, dtab_text)
+            known = watch.resolved
+            if known is not None and known[0] == generation:
+                now = watch.last_used
+                for addr_watch in known[2]:
+                    addr_watch.last_used = now  # still in use: keep them from idling out
+                return known[1]  # type: ignore[no-any-return]
             result = self._current(watch)
             if isinstance(result, Destination):
+                watch.resolved = (
+                    generation,
+                    result,
+                    tuple(self.client.addr_watch(id) for id in result.addrs),
+                )
                 return result
             if trio.current_time() >= deadline:
                 raise BindTimeout(self._timeout_message(path, watch, result))
@@ -486,10 +515,28 @@ class DefaultInterpreter:
             addrs[b.id] = addr
         return _Cached(generation, Destination(tree, addrs), now)
 
+    def resolve_now(self, path: Path, local_dtab: Dtab) -> Destination | None:
+        """The cached destination if it is current, without waiting; else None."""
+        if not self._started.is_set():
+            return None
+        cached = self._cache.get((path, _full_dtab(self.dtab, local_dtab)))
+        if (
+            cached is None
+            or cached.generation != self.changes.generation
+            or not isinstance(cached.result, Destination)
+        ):
+            return None
+        now = cached.last_used = trio.current_time()
+        if now - cached.touched_at > self._touch_interval_s:
+            self._touch(cached.result)
+            cached.touched_at = now
+        return cached.result
+
     async def resolve(self, path: Path, local_dtab: Dtab) -> Destination:
         """See :meth:`Interpreter.resolve`: binding is cached until a namer changes."""
         deadline = trio.current_time() + self.bind_timeout_s
-        await _wait_started(self._started, deadline, f"binding {path.show()}")
+        if not self._started.is_set():  # the hot path skips a checkpoint and a cancel scope
+            await _wait_started(self._started, deadline, f"binding {path.show()}")
         dtab = _full_dtab(self.dtab, local_dtab)
         key = (path, dtab)
         while True:

@@ -292,6 +292,9 @@ class Watch:
     retry_in_s: float | None = None
     raw: bytes | None = field(default=None, repr=False)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope, repr=False)
+    # The interpreter's last answer for a bind watch: (changes.generation, destination, the
+    # addr watches it used). Valid while no watch changed, so the hot path skips the tree walk.
+    resolved: tuple[int, Any, tuple[Watch, ...]] | None = field(default=None, repr=False)
 
     def is_connected(self) -> bool:
         """True while namerd's 200 answer is streaming to us."""

@@ -509,3 +509,25 @@ async def test_second_namerd_address_is_tried(namerd: Namerd) -> None:
         dest = await interp.resolve(SVC_USERS, NO_DTAB)
         assert ids(dest) == ["/#/io.l5d.fs/users"]
         assert interp.state()["bind"][0]["dst"] == f"127.0.0.1:{namerd.api_port}"
+
+
+async def test_resolve_now_answers_known_names_without_waiting(namerd: Namerd) -> None:
+    # The router's hot path: a name resolved before, unchanged since, needs no await.
+    space = ns()
+    await sync(put_dtab, namerd, space, "/svc => /#/io.l5d.fs")
+    async with running(interpreter(namerd, space)) as interp:
+        assert interp.resolve_now(SVC_USERS, NO_DTAB) is None  # never asked: no answer yet
+        dest = await interp.resolve(SVC_USERS, NO_DTAB)
+        now = interp.resolve_now(SVC_USERS, NO_DTAB)
+        assert now is dest or now is None  # None only if a watch changed in between
+        await eventually(lambda: interp.resolve_now(SVC_USERS, NO_DTAB) is not None, "cached")
+        assert interp.resolve_now(SVC_USERS, NO_DTAB) is interp.resolve_now(SVC_USERS, NO_DTAB)
+        await sync(put_dtab, namerd, space, "/svc/users => /$/inet/127.0.0.1/9999")
+
+        async def moved() -> bool:
+            return ids(await interp.resolve(SVC_USERS, NO_DTAB)) == ["/$/inet/127.0.0.1/9999"]
+
+        await eventually(moved, "the new dtab to reach resolve()", timeout_s=5)
+        # Never the stale answer once the change arrived: current, or None (then resolve()).
+        fast = interp.resolve_now(SVC_USERS, NO_DTAB)
+        assert fast is None or ids(fast) == ["/$/inet/127.0.0.1/9999"]

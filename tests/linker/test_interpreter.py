@@ -273,6 +273,24 @@ async def test_default_binds_fs_services(disco: FsPath) -> None:
         assert missing.addrs == {}
 
 
+async def test_default_resolve_now_is_the_cached_current_answer(disco: FsPath) -> None:
+    async with running(default(disco)) as interp:
+        assert interp.resolve_now(SVC_USERS, NO_DTAB) is None  # not bound yet
+        dest = await interp.resolve(SVC_USERS, NO_DTAB)
+        assert interp.resolve_now(SVC_USERS, NO_DTAB) is dest
+        # A change in the namer makes the cached answer stale: no fast answer until rebound.
+        (disco / "users").write_text("127.0.0.1 9999\n")
+
+        async def moved() -> bool:
+            fresh = await interp.resolve(SVC_USERS, NO_DTAB)
+            return endpoints(fresh, "/#/io.l5d.fs/users") == {("127.0.0.1", 9999)}
+
+        await eventually(moved, "the rewritten file")
+        fast = interp.resolve_now(SVC_USERS, NO_DTAB)
+        assert fast is not None
+        assert endpoints(fast, "/#/io.l5d.fs/users") == {("127.0.0.1", 9999)}
+
+
 async def test_default_namer_prefix(disco: FsPath) -> None:
     namers = [{"kind": "io.l5d.fs", "rootDir": str(disco), "prefix": "/disco"}]
     interp = DefaultInterpreter(Dtab.read("/svc => /#/disco"), namers)
