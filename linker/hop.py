@@ -18,8 +18,10 @@ __all__ = [
     "get_all",
     "remove",
     "set",
+    "set_many",
     "strip_hop_by_hop",
     "via_depth",
+    "via_value",
 ]
 
 # RFC 7230 §6.1 (and RFC 9110 §7.6.1): fields that describe one connection, not the message.
@@ -93,6 +95,30 @@ def _comma_tokens(values: list[bytes]) -> list[bytes]:
     return [t.strip().lower() for v in values for t in v.split(b",") if t.strip()]
 
 
+def set_many(headers: Headers, fields: dict[bytes, bytes]) -> Headers:
+    """Like :func:`set` for each of ``fields`` (lower-case names) in order, in one pass."""
+    out: Headers = []
+    placed: list[bytes] = []
+    for k, v in headers:
+        value = fields.get(k)
+        if value is None:
+            out.append((k, v))
+        elif k not in placed:
+            out.append((k, value))
+            placed.append(k)
+    for k, value in fields.items():
+        if k not in placed:
+            out.append((k, value))
+    return out
+
+
+def via_value(headers: Headers, http_version: str) -> bytes:
+    """The single ``Via`` value :func:`add_via` sets."""
+    ours = b"1.0 linkerd" if http_version == "1.0" else b"1.1 linkerd"
+    existing = [v.strip() for v in get_all(headers, _VIA) if v.strip()]
+    return b", ".join([*existing, ours]) if existing else ours
+
+
 def strip_hop_by_hop(headers: Headers) -> Headers:
     """``headers`` without hop-by-hop fields: those of :data:`HOP_BY_HOP` and any field that a
     ``Connection`` header names (RFC 7230 §6.1: ``Connection: close, x-foo`` makes ``x-foo``
@@ -103,6 +129,8 @@ def strip_hop_by_hop(headers: Headers) -> Headers:
         *_comma_tokens(get_all(headers, b"connection")),
         *_comma_tokens(get_all(headers, b"proxy-connection")),
     }
+    if not named:  # the usual case: one set lookup per field
+        return [(k, v) for k, v in headers if k not in HOP_BY_HOP]
     return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named]
 
 
@@ -113,9 +141,7 @@ def add_via(headers: Headers, http_version: str) -> Headers:
     values joined with ``", "``, then ``1.1 linkerd`` (``1.0 linkerd`` for an HTTP/1.0 message).
     It takes the position of the first existing ``Via`` field, or goes last.
     """
-    ours = b"1.0 linkerd" if http_version == "1.0" else b"1.1 linkerd"
-    existing = [v.strip() for v in get_all(headers, _VIA) if v.strip()]
-    return set(headers, _VIA, b", ".join([*existing, ours]))
+    return set(headers, _VIA, via_value(headers, http_version))
 
 
 def via_depth(headers: Headers) -> int:

@@ -142,7 +142,12 @@ class Destination:
 
 
 class Interpreter(Protocol):
-    """What the router needs from an interpreter."""
+    """What the router needs from an interpreter.
+
+    Optionally also ``resolve_now(path, local_dtab) -> Destination | None``: the current
+    answer if it is already known, without waiting (the router's hot path; None sends it to
+    :meth:`resolve`).
+    """
 
     async def resolve(self, path: Path, local_dtab: Dtab) -> Destination:
         """The current destination of ``path`` bound with ``local_dtab``.

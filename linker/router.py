@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -57,7 +56,7 @@ from .metrics import Metrics
 from .retries import RetryPolicy, build_retry_policy
 from .upstream import UpstreamPool
 
-__all__ = ["Router", "pick_endpoint"]
+__all__ = ["Router", "pick_bound", "pick_endpoint"]
 
 log = logging.getLogger("linker")
 
@@ -94,6 +93,26 @@ def pick_endpoint(dest: Destination, rng: random.Random) -> _Choice | None:
     Branches with no live endpoints are skipped, so a union keeps serving from its healthy side.
     Load balancing proper (p2c, ewma, ...) is the client-policy layer's job.
     """
+    bound = pick_bound(dest, rng)
+    if bound is None:
+        return None
+    addr = dest.addrs[bound.id]
+    assert isinstance(addr, AddrBound)
+    endpoints = addr.sorted_addrs()
+    weights = []
+    for a in endpoints:
+        w = a.meta.get(_WEIGHT, 1.0)
+        weights.append(
+            float(w) if isinstance(w, int | float) and not isinstance(w, bool) and w > 0 else 0.0
+        )
+    if sum(weights) <= 0:
+        weights = [1.0] * len(endpoints)
+    chosen = rng.choices(endpoints, weights=weights, k=1)[0]
+    return _Choice(bound, (chosen.ip, chosen.port))
+
+
+def pick_bound(dest: Destination, rng: random.Random) -> Bound | None:
+    """Choose a bound name by union weights, skipping branches with no live endpoints."""
     tree = dest.tree
     while True:
         if isinstance(tree, Leaf):
@@ -121,21 +140,40 @@ def pick_endpoint(dest: Destination, rng: random.Random) -> _Choice | None:
                     tree = live_w[-1].tree
         else:
             return None
-    bound = tree.value
+    bound: Bound = tree.value
     addr = dest.addrs.get(bound.id)
     if not isinstance(addr, AddrBound) or not addr.addrs:
         return None
-    endpoints = addr.sorted_addrs()
-    weights = []
-    for a in endpoints:
-        w = a.meta.get(_WEIGHT, 1.0)
-        weights.append(
-            float(w) if isinstance(w, int | float) and not isinstance(w, bool) and w > 0 else 0.0
-        )
-    if sum(weights) <= 0:
-        weights = [1.0] * len(endpoints)
-    chosen = rng.choices(endpoints, weights=weights, k=1)[0]
-    return _Choice(bound, (chosen.ip, chosen.port))
+    return bound
+
+
+#: At most this many services / bound names keep cached per-request state (stat handles,
+#: parameters); past it the cache starts over, so hostile Host headers can't grow it forever.
+MAX_CACHED_NAMES = 10_000
+
+
+@dataclass(slots=True)
+class _ServiceState:
+    """What the hot path needs per logical name, computed once: its text, stats and limits."""
+
+    service: str
+    requests: Any
+    latency: Any
+    scope: Any
+    total_ms: int
+    status: dict[int, Any]
+
+
+@dataclass(slots=True)
+class _ClientState:
+    """Per bound name: its balancer, the address set it was last fed, and stat handles."""
+
+    id_text: str
+    addr: AddrBound
+    endpoints: tuple[Endpoint, ...]
+    balancer: Balancer
+    requests: Any
+    retries: Any
 
 
 def _endpoint_weight(meta: dict[str, object]) -> float:
@@ -204,44 +242,82 @@ class Router:
         self.rng = rng or random.Random()
         self.now = now
         self.scope = metrics.router(config.label)
-        self._balancers: dict[Path, tuple[tuple[Endpoint, ...], Balancer]] = {}
+        self._clients: dict[Path, _ClientState] = {}
+        self._services: dict[Path, _ServiceState] = {}
         self._retries: dict[str, RetryPolicy] = {}
         self.server_scope = self.scope.server(server.ip, server.port)
         self.max_err_bytes = config.max_err_response_kb * 1024
+        # Stat handles kept for the hot path (a lookup by name costs string work per request).
+        self._srv_requests = self.server_scope.counter("requests")
+        self._srv_latency = self.server_scope.histogram("request_latency_ms")
+        self._srv_status: dict[int, Any] = {}
+        # A per-process PRNG for l5d-reqid: a trace id needs uniqueness, not secrecy, and
+        # the secrets module costs a getrandom() system call per request.
+        self._reqid_rng = random.Random()
 
     async def handle(self, req: Request) -> Response:
         """Route one request; every failure becomes a Linkerd-style error response."""
         started = self.now()
         srv = self.server_scope
-        srv.counter("requests").incr()
+        self._srv_requests.incr()
         try:
-            response, service = await self._route(req)
+            response, svc = await self._route(req)
         except LinkerError as err:
             status, headers, body = error_response(err, max_err_bytes=self.max_err_bytes)
             srv.counter(f"failures/{type(err).__name__}").incr()
-            srv.counter(f"status/{status // 100}XX").incr()
-            srv.histogram("request_latency_ms").add((self.now() - started) * 1000)
+            self._status_counter(self._srv_status, srv, status).incr()
+            self._srv_latency.add((self.now() - started) * 1000)
             return Response(status, headers, bytes_body(body))
         latency = (self.now() - started) * 1000
-        klass = f"status/{response.status // 100}XX"
-        srv.counter(klass).incr()
-        srv.histogram("request_latency_ms").add(latency)
-        svc = self.scope.service(service)  # Linkerd: rt/<router>/service/svc/users/...
-        svc.counter("requests").incr()
-        svc.counter(klass).incr()
-        svc.histogram("request_latency_ms").add(latency)
+        self._status_counter(self._srv_status, srv, response.status).incr()
+        self._srv_latency.add(latency)
+        svc.requests.incr()  # Linkerd: rt/<router>/service/svc/users/...
+        self._status_counter(svc.status, svc.scope, response.status).incr()
+        svc.latency.add(latency)
         return response
 
+    @staticmethod
+    def _status_counter(cache: dict[int, Any], scope: Any, status: int) -> Any:
+        klass = status // 100
+        counter = cache.get(klass)
+        if counter is None:
+            counter = cache[klass] = scope.counter(f"status/{klass}XX")
+        return counter
+
+    def _service_state(self, path: Path) -> _ServiceState:
+        state = self._services.get(path)
+        if state is None:
+            if len(self._services) >= MAX_CACHED_NAMES:
+                self._services.clear()
+            service = path.show()
+            scope = self.scope.service(service)
+            total_ms = int(
+                self.config.service_params(path).get("totalTimeoutMs", self.config.total_timeout_ms)
+            )
+            state = self._services[path] = _ServiceState(
+                service,
+                scope.counter("requests"),
+                scope.histogram("request_latency_ms"),
+                scope,
+                total_ms,
+                {},
+            )
+        return state
+
     # -- client policy: balancer + failure accrual + classification + retries ---------------------
-    def _balancer(self, bound: Bound, addr: AddrBound) -> Balancer:
+    def _client_state(self, bound: Bound, addr: AddrBound) -> _ClientState:
         """The balancer of one bound name, fed the current endpoint set (kept across requests
         so load, latency and accrual state survive; removed endpoints drain)."""
         key = bound.id
+        known = self._clients.get(key)
+        if known is not None and known.addr is addr:
+            return known  # the hot path: interpreters hand out the same Addr until it changes
         endpoints = tuple(
             Endpoint((a.ip, a.port), _endpoint_weight(a.meta), a.meta) for a in addr.sorted_addrs()
         )
-        known = self._balancers.get(key)
         if known is None:
+            if len(self._clients) >= MAX_CACHED_NAMES:
+                self._clients.clear()
             params = self.config.client_params(bound.id)
             bal = build_balancer(
                 params.get("loadBalancer"),
@@ -249,18 +325,26 @@ class Router:
                 accrual_factory=build_accrual_factory(params.get("failureAccrual"), self.rng),
             )
             bal.update(endpoints, self.now())
-            self._balancers[key] = (endpoints, bal)
-            client = self.scope.client(bound.id.show())
+            id_text = bound.id.show()
+            client = self.scope.client(id_text)
             for stat in ("size", "available", "removals", "revivals"):
                 client.gauge(f"loadbalancer/{stat}", _stat(bal, stat))
             self._endpoint_gauges(client, bal)
-            return bal
-        seen, bal = known
-        if seen != endpoints:
-            bal.update(endpoints, self.now())
-            self._balancers[key] = (endpoints, bal)
-            self._endpoint_gauges(self.scope.client(bound.id.show()), bal)
-        return bal
+            known = self._clients[key] = _ClientState(
+                id_text,
+                addr,
+                endpoints,
+                bal,
+                client.counter("requests"),
+                client.counter("retries"),
+            )
+            return known
+        known.addr = addr
+        if known.endpoints != endpoints:
+            known.balancer.update(endpoints, self.now())
+            known.endpoints = endpoints
+            self._endpoint_gauges(self.scope.client(known.id_text), known.balancer)
+        return known
 
     @staticmethod
     def _endpoint_gauges(client: Any, bal: Balancer) -> None:
@@ -287,8 +371,8 @@ class Router:
         policy.record_request(self.now())
         addr = dest.addrs.get(bound.id)
         assert isinstance(addr, AddrBound)
-        bal = self._balancer(bound, addr)
-        client = self.scope.client(bound.id.show())
+        client = self._client_state(bound, addr)
+        bal = client.balancer
         replayable = req.body.length == 0  # a streamed body is gone once sent: never retried
         attempt = 0
         prev_delay: float | None = None
@@ -301,7 +385,7 @@ class Router:
                     f"(for {service}) are marked dead by failure accrual; they are probed again "
                     "after a backoff. Check the service's health."
                 )
-            client.counter("requests").incr()
+            client.requests.incr()
             started = self.now()
             try:
                 resp = await self.pool.request(ep.address, req)
@@ -319,7 +403,7 @@ class Router:
                 )
                 if not retry:
                     raise
-                client.counter("retries").incr()
+                client.retries.incr()
                 await trio.sleep(delay)
                 prev_delay = delay
                 continue
@@ -336,7 +420,7 @@ class Router:
                 )
                 if retry:
                     await _discard(resp)
-                    client.counter("retries").incr()
+                    client.retries.incr()
                     await trio.sleep(delay)
                     prev_delay = delay
                     continue
@@ -355,7 +439,7 @@ class Router:
                     raise BadDtabHeader(f"Invalid {name.decode()} header: {err}") from None
         return overrides, self.config.dtab + overrides
 
-    async def _route(self, req: Request) -> tuple[Response, str]:
+    async def _route(self, req: Request) -> tuple[Response, _ServiceState]:
         headers = req.headers
         if self.server.clear_context:
             # An untrusted edge must not steer routing or forge context.
@@ -376,58 +460,34 @@ class Router:
                 "found nothing to route by (e.g. no Host header)."
             )
         path = identified.path
-        service = path.show()
+        svc = self._service_state(path)
+        service = svc.service
+        # The interpreter enforces bindingTimeoutMs itself with a precise message (which
+        # namerd, what state); this is only a backstop in case it does not.  (A bare
+        # CancelScope, not trio.fail_after: the context-manager generator costs more than the
+        # scope itself on this path.)
+        backstop_s = self.config.binding_timeout_ms / 1000 + BACKSTOP_S
+        resolve_now = getattr(self.interpreter, "resolve_now", None)
+        dest = resolve_now(path, local) if resolve_now is not None else None
         try:
-            # The interpreter enforces bindingTimeoutMs itself with a precise message (which
-            # namerd, what state); this is only a backstop in case it does not.
-            with trio.fail_after(self.config.binding_timeout_ms / 1000 + BACKSTOP_S):
-                dest = await self.interpreter.resolve(path, local)
-        except trio.TooSlowError:
+            if dest is None:
+                with trio.CancelScope(deadline=trio.current_time() + backstop_s):
+                    dest = await self.interpreter.resolve(path, local)
+        except InterpreterError as err:
+            raise BindingFailed(f"{err} (Dtab.local=[{overrides.show()}])") from None
+        if dest is None:
             raise BindingFailed(
                 f"Binding {service} timed out after {self.config.binding_timeout_ms} ms "
                 f"(Dtab.local=[{overrides.show()}]); is namerd reachable?"
-            ) from None
-        except InterpreterError as err:
-            raise BindingFailed(f"{err} (Dtab.local=[{overrides.show()}])") from None
-        choice = pick_endpoint(dest, self.rng)
-        if choice is None:
+            )
+        bound = pick_bound(dest, self.rng)
+        if bound is None:
             raise NoEndpoints(
                 f"No hosts are available for {service}: {_why_no_endpoints(path, dest)}. "
                 f"Dtab.local=[{overrides.show()}]. "
                 f"Explain the route: GET /delegator.json?path={quote(service)} on the admin port."
             )
-        upstream_headers = hop.strip_hop_by_hop(headers)
-        upstream_headers = [(k, v) for k, v in upstream_headers if k not in (_USER_DTAB, _CTX_DTAB)]
-        if overrides:
-            upstream_headers.append((_CTX_DTAB, overrides.show().encode("latin-1")))
-        upstream_headers = hop.set(upstream_headers, b"l5d-dst-service", service.encode("latin-1"))
-        upstream_headers = hop.set(
-            upstream_headers, b"l5d-dst-client", choice.bound.id.show().encode("latin-1")
-        )
-        if not choice.bound.residual.is_empty:
-            upstream_headers = hop.set(
-                upstream_headers,
-                b"l5d-dst-residual",
-                choice.bound.residual.show().encode("latin-1"),
-            )
-        if hop.get(upstream_headers, b"l5d-reqid") is None:
-            upstream_headers.append((b"l5d-reqid", secrets.token_hex(8).encode("ascii")))
-        upstream_headers = hop.add_via(upstream_headers, req.http_version)
-        if hop.get(upstream_headers, b"host") is None and req.authority:
-            upstream_headers.append((b"host", req.authority.encode("latin-1")))
-        upstream_req = Request(
-            method=req.method,
-            target=identified.target or req.target,
-            authority=req.authority,
-            http_version="1.1",
-            headers=upstream_headers,
-            body=req.body,
-            client=req.client,
-            received_at=req.received_at,
-        )
-        total_ms = int(
-            self.config.service_params(path).get("totalTimeoutMs", self.config.total_timeout_ms)
-        )
+        total_ms = svc.total_ms
         # An upstream linker's l5d-ctx-deadline bounds us too: the stricter limit wins, and
         # what is left of it travels on to the next hop.
         wall = time.time()
@@ -438,24 +498,45 @@ class Router:
                 f"The request's l5d-ctx-deadline had already passed when it reached {service}."
             )
         deadline = self.now() + (limit_s if limit_s is not None else float("inf"))
+        # The upstream head in one pass over the fields (this runs for every request).
+        upstream_headers = [
+            (k, v) for k, v in hop.strip_hop_by_hop(headers) if k != _USER_DTAB and k != _CTX_DTAB
+        ]
+        fields: dict[bytes, bytes] = {}
+        if overrides:
+            fields[_CTX_DTAB] = overrides.show().encode("latin-1")
+        fields[b"l5d-dst-service"] = service.encode("latin-1")
+        fields[b"l5d-dst-client"] = bound.id.show().encode("latin-1")
+        if not bound.residual.is_empty:
+            fields[b"l5d-dst-residual"] = bound.residual.show().encode("latin-1")
+        if hop.get(upstream_headers, b"l5d-reqid") is None:
+            fields[b"l5d-reqid"] = b"%016x" % self._reqid_rng.getrandbits(64)
+        fields[b"via"] = hop.via_value(upstream_headers, req.http_version)
+        if req.authority and hop.get(upstream_headers, b"host") is None:
+            fields[b"host"] = req.authority.encode("latin-1")
         if limit_s is not None:
-            upstream_req = replace(
-                upstream_req,
-                headers=hop.set(
-                    upstream_req.headers, DEADLINE_HEADER, format_deadline(wall, limit_s)
-                ),
-            )
-        try:
-            with trio.fail_at(deadline):
-                resp = await self._attempts(service, dest, choice.bound, upstream_req, deadline)
-        except trio.TooSlowError:
+            fields[DEADLINE_HEADER] = format_deadline(wall, limit_s)
+        upstream_req = Request(
+            method=req.method,
+            target=identified.target or req.target,
+            authority=req.authority,
+            http_version="1.1",
+            headers=hop.set_many(upstream_headers, fields),
+            body=req.body,
+            client=req.client,
+            received_at=req.received_at,
+        )
+        resp = None
+        with trio.CancelScope(deadline=deadline):
+            resp = await self._attempts(service, dest, bound, upstream_req, deadline)
+        if resp is None:
             why = (
                 f"totalTimeoutMs={total_ms} (retries included)"
                 if incoming_s is None or (total_ms and total_ms / 1000 <= incoming_s)
                 else f"the request's l5d-ctx-deadline ({incoming_s:.3f} s)"
             )
             raise UpstreamTimeout(
-                f"{service} ({choice.bound.id.show()}) did not answer within {why}"
+                f"{service} ({bound.id.show()}) did not answer within {why}"
             ) from None
         out_headers = hop.add_via(hop.strip_hop_by_hop(resp.headers), "1.1")
-        return Response(resp.status, out_headers, resp.body, resp.reason), service
+        return Response(resp.status, out_headers, resp.body, resp.reason), svc

@@ -117,3 +117,20 @@ def test_each_add_via_adds_one_to_the_depth(hops: int) -> None:
         headers = hop.add_via(headers, "1.1")
     assert hop.via_depth(headers) == hops
     assert len(hop.get_all(headers, b"via")) == (1 if hops else 0)
+
+
+_NAMES = st.sampled_from([b"host", b"via", b"x-a", b"l5d-dst-service", b"l5d-reqid"])
+_FIELDS = st.lists(st.tuples(_NAMES, st.binary(min_size=1, max_size=4)), max_size=8)
+
+
+@given(_FIELDS, st.dictionaries(_NAMES, st.binary(min_size=1, max_size=4), max_size=4))
+def test_set_many_is_set_applied_in_order(headers: hop.Headers, fields: dict[bytes, bytes]) -> None:
+    expected = headers
+    for name, value in fields.items():
+        expected = hop.set(expected, name, value)
+    assert hop.set_many(headers, fields) == expected
+
+
+@given(_FIELDS, st.sampled_from(["1.0", "1.1"]))
+def test_via_value_is_what_add_via_sets(headers: hop.Headers, version: str) -> None:
+    assert hop.get(hop.add_via(headers, version), "via") == hop.via_value(headers, version)
