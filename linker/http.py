@@ -16,6 +16,9 @@ Two optional extras:
 * ``async def aclose()``: the server calls it when it stops iterating early (the client went
   away, or a HEAD response), so a body that owns a connection can release or discard it at once
   instead of waiting for garbage collection.
+* ``ready()`` on the iterator: True when the next ``__anext__`` will not wait for I/O (the
+  next chunk, or the end, is already buffered).  The server then gathers the head and those
+  chunks into one write; without it every chunk is written as it comes.
 * ``cancel_safe = True``: cancelling ``__anext__`` loses no data.  The upstream pool then
   interrupts a pull from the request body as soon as response bytes arrive; for other bodies it
   waits for the pull to finish (see :mod:`linker.upstream`).  The server's request bodies and
@@ -131,6 +134,9 @@ class _OneChunk:
 
     def __aiter__(self) -> _OneChunk:
         return self
+
+    def ready(self) -> bool:
+        return True  # in memory: never waits
 
     async def __anext__(self) -> bytes:
         data, self._data = self._data, None

@@ -61,6 +61,7 @@ from .errors import (
     VersionNotSupported,
     error_response,
 )
+from .fastsocket import fast_stream
 from .http import EMPTY_BODY, Body, Handler, Headers, Request, Response, bytes_body
 
 __all__ = [
@@ -88,6 +89,8 @@ SERVER_EVENTS: tuple[str, ...] = (
 
 # One receive_some() asks for at most this much: it bounds what a connection holds in memory.
 RECEIVE_BYTES = 64 * 1024
+#: Response bytes gathered before a write even when more is buffered (see _send_response).
+WRITE_BATCH_BYTES = 64 * 1024
 
 # h11 also needs an incomplete-head limit; ours is checked first, so this only has to be
 # above max_initial_line_bytes + max_headers_bytes (+ the blank lines between them).
@@ -254,7 +257,8 @@ async def _serve_socket(
         client = (str(peer[0]), int(peer[1]))
     except (OSError, IndexError, TypeError, ValueError):
         client = ("", 0)  # the peer is already gone, or not an IP socket
-    await serve_connection(stream, handler, limits, client, on_event=on_event, shutdown=shutdown)
+    fast = fast_stream(stream)  # see linker.fastsocket: no scheduler trip per send/recv
+    await serve_connection(fast, handler, limits, client, on_event=on_event, shutdown=shutdown)
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -440,6 +444,8 @@ class _ServerConnection:
         # A 100 Continue (from whoever reads the body) and the response may be written from
         # different tasks; trio allows only one send_all at a time.
         self._send_lock = trio.Lock()
+        # linker.fastsocket's checkpoint-free fast paths, when the stream has them.
+        self._send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
         # Only one reader of the request body at a time (the handler's, then our drain).
         self._recv_lock = trio.Lock()
         self._closing = False  # shutdown was requested: finish the current exchange, then close
@@ -494,6 +500,11 @@ class _ServerConnection:
     async def _serve(self) -> None:
         first = True
         while True:
+            if not first:
+                # The write that ended the last exchange may not have yielded (send_nowait),
+                # and a pipelining client's next head may already be buffered: yield here so
+                # that one busy connection can't hold the worker.
+                await trio.lowlevel.checkpoint()
             self._method = ""  # no request in this cycle yet (error responses look at it)
             try:
                 event = await self._read_head(first)
@@ -797,13 +808,31 @@ class _ServerConnection:
                 body = EMPTY_BODY
                 response = _error_as_response(err)
                 return await self._send_response(method, response, True)
-            await self._write(h.send(head))
+            # Head, body and end go out in as few writes as possible: a body that says its next
+            # chunk is already buffered (``ready()``, see linker.http) is gathered with what
+            # precedes it, so a small response costs one send instead of three. Anything that
+            # would wait is preceded by a flush, so a slow stream still gets its head at once.
+            out = [h.send(head)]
+            pending = len(out[0])
             bodyless = method == "HEAD" or response.status in (204, 304)
             if not bodyless:
-                async for chunk in body:
+                chunks = body.__aiter__()
+                ready = getattr(chunks, "ready", None)
+                while True:
+                    if ready is None or pending >= WRITE_BATCH_BYTES or not ready():
+                        await self._write(b"".join(out))
+                        out.clear()
+                        pending = 0
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
                     if chunk:
-                        await self._write(h.send(h11.Data(data=chunk)))
-            await self._write(h.send(h11.EndOfMessage()))
+                        piece = h.send(h11.Data(data=chunk))
+                        out.append(piece)
+                        pending += len(piece)
+            out.append(h.send(h11.EndOfMessage()))
+            await self._write(b"".join(out))
             return True
         except _ClientGone:
             self._emit("response_aborted")
@@ -831,17 +860,30 @@ class _ServerConnection:
             return
         if self._client_gone:
             raise _ClientGone
-        with trio.CancelScope(shield=shield):
-            with trio.move_on_after(self._limits.write_timeout_s) as scope:
+        if self._send_nowait is not None and not self._send_lock.locked():
+            sent = self._send_nowait(data)  # the usual case: the kernel takes it all at once
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # One scope for both: a shielded scope's own deadline still applies.
+        deadline = trio.current_time() + self._limits.write_timeout_s
+        with trio.CancelScope(deadline=deadline, shield=shield) as scope:
+            lock = self._send_lock
+            try:
                 try:
-                    async with self._send_lock:
-                        await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._client_gone = True
-                    raise _ClientGone from None
-            if scope.cancelled_caught:
+                    lock.acquire_nowait()  # uncontended (the usual case): no extra checkpoint
+                except trio.WouldBlock:
+                    await lock.acquire()
+                try:
+                    await self._stream.send_all(data)
+                finally:
+                    lock.release()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._client_gone = True
-                raise _ClientGone
+                raise _ClientGone from None
+        if scope.cancelled_caught:
+            self._client_gone = True
+            raise _ClientGone
 
     async def _send_error(self, err: LinkerError) -> None:
         """Answer ``err`` with ``connection: close`` if no response has started; the caller

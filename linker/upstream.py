@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import select
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import h11
 import trio
@@ -54,6 +56,7 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from .fastsocket import fast_stream
 from .http import Body, Headers, Request, Response
 
 __all__ = ["PoolLimits", "UpstreamPool"]
@@ -133,6 +136,7 @@ class _UpstreamConnection:
         self.state = _ConnState.ACTIVE
         self.idle_since = now
         self.requests = 0
+        self._poller: Any = None  # a poll object for looks_dead(), registered once
 
     def __repr__(self) -> str:
         host, port = self.address
@@ -154,8 +158,10 @@ class _UpstreamConnection:
             if fd < 0:
                 return True
             if hasattr(select, "poll"):
-                poller = select.poll()
-                poller.register(fd, select.POLLIN | select.POLLPRI)
+                poller = self._poller
+                if poller is None:
+                    poller = self._poller = select.poll()
+                    poller.register(fd, select.POLLIN | select.POLLPRI)
                 return bool(poller.poll(0))
             readable, _, errored = select.select([fd], [], [fd], 0)
             return bool(readable or errored)
@@ -400,7 +406,7 @@ class UpstreamPool:
         timeout_s = self._limits.connect_timeout_s
         try:
             with trio.fail_after(timeout_s):
-                stream = await trio.open_tcp_stream(host, port)
+                stream = fast_stream(await trio.open_tcp_stream(host, port))
         except trio.TooSlowError:
             self._counts["connect_failed"] += 1
             raise ConnectFailed(
@@ -499,6 +505,9 @@ class _Exchange:
         self._upload_broken = False  # the endpoint stopped taking the body (it may answer anyway)
         self._hold_upload = False  # waiting for the endpoint's 100 Continue before uploading
         self._finished = False
+        # An event (or h11's error) taken from the buffer by _UpstreamBody.ready() and not yet
+        # consumed: the next read returns it first.
+        self._peeked: h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED] | Exception | None = None
         conn.requests += 1
 
     def _where(self) -> str:
@@ -530,17 +539,21 @@ class _Exchange:
                 # linker's client gets no 100 Continue either) until a 100 arrives.
                 self._hold_upload = True
             timeout_s = self._pool._limits.response_header_timeout_s
-            with trio.fail_after(timeout_s if timeout_s is not None else float("inf")):
+            event = None
+            # A bare CancelScope rather than trio.fail_after: cheaper on the hot path.
+            with trio.CancelScope(
+                deadline=trio.current_time() + timeout_s if timeout_s is not None else math.inf
+            ):
                 event = await self._response_head()
-        except trio.TooSlowError:
+        except BaseException:
+            await self._abort()
+            raise
+        if event is None:
             await self._abort()
             raise UpstreamTimeout(
                 f"{self._where()} sent no response head within {timeout_s:g} s "
                 "(response_header_timeout_s)."
-            ) from None
-        except BaseException:
-            await self._abort()
-            raise
+            )
         if type(event) is not h11.Response:
             await self._abort()
             raise self._protocol_error(f"sent {type(event).__name__} instead of a response")
@@ -625,7 +638,7 @@ class _Exchange:
         h = self._conn.h11
         while True:
             try:
-                event = h.next_event()
+                event = self._take_event()
             except h11.RemoteProtocolError as exc:
                 # After EOF, h11 says "peer unexpectedly closed connection" (a partial message
                 # was buffered) or refuses a ConnectionClosed in mid-exchange (nothing was).
@@ -639,6 +652,25 @@ class _Exchange:
             if event is h11.PAUSED:
                 raise self._protocol_error("sent more than one response")
             await self._pump()  # NEED_DATA
+
+    def _take_event(self) -> Any:
+        """h11's next event from the buffer (the peeked one first); raises what h11 raised."""
+        peeked = self._peeked
+        if peeked is None:
+            return self._conn.h11.next_event()
+        self._peeked = None
+        if isinstance(peeked, Exception):
+            raise peeked
+        return peeked
+
+    def ready(self) -> bool:
+        """Whether the next response event is buffered (no I/O is needed to get it)."""
+        if self._peeked is None:
+            try:
+                self._peeked = self._conn.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._peeked = exc
+        return self._peeked is not h11.NEED_DATA
 
     async def _receive(self) -> bytes:
         try:
@@ -726,10 +758,9 @@ class _Exchange:
 
     async def finish_from_buffer(self) -> bool:
         """Complete the response from bytes already received, without I/O; True if it ended."""
-        h = self._conn.h11
         while True:
             try:
-                event = h.next_event()
+                event = self._take_event()
             except h11.RemoteProtocolError:
                 return False
             if type(event) is h11.Data:
@@ -782,6 +813,10 @@ class _UpstreamBody:
 
     def __aiter__(self) -> _UpstreamBody:
         return self
+
+    def ready(self) -> bool:
+        """True when the next ``__anext__`` needs no I/O (the server then batches its writes)."""
+        return self._done or self._exchange.ready()
 
     async def __anext__(self) -> bytes:
         while not self._done:

@@ -875,3 +875,73 @@ def test_random_input_never_crashes(pieces: list[bytes]) -> None:
         assert status in (100, 200) or 400 <= status < 600
         if status >= 400:
             assert b"\r\nl5d-err: " in out
+
+
+# -- write batching --------------------------------------------------------------------------
+
+
+class _CountingStream(trio.abc.HalfCloseableStream):
+    """A memory stream end that records each send_all (to count the writes)."""
+
+    def __init__(self, inner: trio.abc.HalfCloseableStream) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return bytes(await self.inner.receive_some(max_bytes))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_buffered_response_goes_out_in_one_write() -> None:
+    async def handler(req: Request) -> Response:
+        return Response(200, [(b"x", b"y")], bytes_body(b"all of it at once"))
+
+    client, server = trio.testing.lockstep_stream_pair()
+    counting = _CountingStream(server)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(serve_connection, counting, handler, LIMITS, CLIENT))
+        peer = Peer(client)
+        reply = await peer.request("GET", "/")
+        assert reply.body == b"all of it at once"
+        await client.aclose()
+    assert len(counting.writes) == 1  # head, body and end of message together
+    assert counting.writes[0].endswith(b"\r\n\r\nall of it at once")
+
+
+async def test_a_streamed_body_gets_its_head_before_the_first_chunk() -> None:
+    # A body without ready() may wait (an event stream): its head must not wait with it.
+    release = trio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        await release.wait()
+        yield b"later"
+
+    async def handler(req: Request) -> Response:
+        return Response(200, [], stream_body(chunks(), None))
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(serve_connection, server, handler, LIMITS, CLIENT))
+        peer = Peer(client)
+        await peer.send(h11.Request(method="GET", target="/", headers=[("Host", "t")]))
+        await peer.send(h11.EndOfMessage())
+        with trio.fail_after(5):
+            head = await peer.next_event()
+        assert isinstance(head, h11.Response) and head.status_code == 200
+        release.set()
+        with trio.fail_after(5):
+            data = await peer.next_event()
+        assert isinstance(data, h11.Data) and data.data == b"later"
+        await client.aclose()
