@@ -2,11 +2,12 @@
 
 Black-box: starts ``namerd`` (embedded Redis, io.l5d.fs) and a ``linker`` (N workers, bound by
 namerd), two tiny backends (v1 and v2), then flips ``/svc/app`` between them ``--flips`` times.
-Before each flip it holds several keep-alive connections into the linker (the kernel spreads
-them over the workers; the harness checks that every worker pid is covered through the
-admin's per-worker view is not available, so it uses enough connections that each worker
-accepts some). After the PUT it polls every connection until each one is answered by the new
-backend; the flip's propagation time is when the LAST connection switched.
+It holds several keep-alive connections into the linker, which the kernel spreads over the
+workers; before the first flip it checks (Linux: /proc, which worker owns which accepted
+socket) that every worker holds at least one of them, opening more if needed, so "every
+worker routes by it" is really measured. After each PUT it polls every connection until each
+one is answered by the new backend; the flip's propagation time is when the LAST connection
+switched.
 
     python loadtests/bench_propagation.py --flips 50 --workers 2
 
@@ -90,6 +91,42 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
                 return
         time.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _owners(workers: list[int], router_port: int) -> dict[int, int]:
+    """Client port -> the worker pid holding the accepted side of that connection (Linux)."""
+    inode_peer: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == router_port:
+                inode_peer[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    owners: dict[int, int] = {}
+    for pid in workers:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inode_peer:
+                owners[inode_peer[target[8:-1]]] = pid
+    return owners
 
 
 def put_dtab(api: int, dtab: str) -> None:
@@ -176,6 +213,26 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the linker never routed to v1; see " + str(tmp / "stack.log"))
             time.sleep(0.05)
+        # Every worker must hold at least one of our connections (else a worker that never
+        # switches would go unmeasured). Open more until it does (bounded).
+        workers = _children(procs[-1].pid)
+        covered: set[int] = set()
+        if Path("/proc/net/tcp").exists() and workers:
+            for _ in range(20):
+                ports = {c.sock.getsockname()[1]: c for c in conns if c.sock is not None}
+                covered = {pid for p, pid in _owners(workers, port).items() if p in ports}
+                if covered >= set(workers):
+                    break
+                extra = http.client.HTTPConnection(HOST, port, timeout=10)
+                ask(extra)
+                conns.append(extra)
+            if not covered >= set(workers):
+                raise SystemExit(f"could not reach every worker ({covered} of {workers})")
+        deadline = time.monotonic() + 30
+        while not all(ask(c) == "v1" for c in conns):
+            if time.monotonic() > deadline:
+                raise SystemExit("the linker never routed to v1; see " + str(tmp / "stack.log"))
+            time.sleep(0.05)
         times: list[float] = []
         current = "v1"
         for _ in range(args.flips):
@@ -201,7 +258,8 @@ def main() -> None:
                 {
                     "flips": args.flips,
                     "workers": args.workers,
-                    "connections": args.connections,
+                    "connections": len(conns),
+                    "workers_covered": len(covered) if covered else None,
                     "p50_ms": round(statistics.median(times), 1),
                     "p99_ms": round(pct(times, 99), 1),
                     "max_ms": round(max(times), 1),

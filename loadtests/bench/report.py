@@ -311,7 +311,9 @@ def render(
             "`loadtests/bench_propagation.py "
             f"--flips {prop['flips']} --workers {prop['workers']}`: "
             f"time from a dtab PUT to namerd until every one of {prop['connections']} held "
-            "keep-alive connections (spread over every worker) is answered by the new backend."
+            "keep-alive connections is answered by the new backend; the connections were "
+            f"checked to cover {prop.get('workers_covered') or '?'} of {prop['workers']} "
+            "workers (by which worker owns each accepted socket, from /proc)."
         )
         add("")
         add("| flips | p50 ms | p99 ms | max ms | failed requests |")
