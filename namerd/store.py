@@ -1181,11 +1181,32 @@ class RedisDtabStore:
 
     def _make_pubsub_connection(self) -> AbstractConnection:
         pool = self._redis.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        # RESP2: pub/sub messages arrive as plain arrays. No retries: _PubSubHub backs off.
-        kwargs.update(protocol=2, retry=Retry(NoBackoff(), 0))
+        kwargs = resp2_connection_kwargs(pool.connection_kwargs)
+        # No retries: _PubSubHub backs off.
+        kwargs.update(retry=Retry(NoBackoff(), 0))
         connection: AbstractConnection = pool.connection_class(**kwargs)
         return connection
+
+
+#: Connection settings redis-py >= 7 adds to TCP pools for "maintenance notifications"; they
+#: need RESP3, so a RESP2 connection built with them raises in its constructor.
+_RESP3_ONLY_KWARGS: Final = (
+    "maint_notifications_config",
+    "maint_notifications_pool_handler",
+    "oss_cluster_maint_notifications_handler",
+)
+
+
+def resp2_connection_kwargs(pool_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A pool's connection settings for our own RESP2 connection (pub/sub readers).
+
+    RESP2 so that pub/sub messages arrive as plain arrays; same host, socket, password and TLS.
+    Settings that only work with RESP3 are dropped (redis-py >= 7 sets them on TCP pools, and
+    the connection would refuse to be built: no pub/sub, so no watch, over any redis:// URL).
+    """
+    kwargs = {k: v for k, v in pool_kwargs.items() if k not in _RESP3_ONLY_KWARGS}
+    kwargs["protocol"] = 2
+    return kwargs
 
 
 def _identity(value: Any) -> Any:

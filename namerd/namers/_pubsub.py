@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -29,6 +29,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from ..store import resp2_connection_kwargs
 from .base import backoff_s, cancel_and_wait
 
 __all__ = ["UNAVAILABLE_ERRORS", "ChannelFeed", "text"]
@@ -112,8 +113,8 @@ class ChannelFeed:
 
     def _make_connection(self) -> AbstractConnection:
         pool = self._redis.connection_pool
-        kwargs: dict[str, Any] = dict(pool.connection_kwargs)
-        kwargs.update(protocol=2, retry=Retry(NoBackoff(), 0))
+        kwargs = resp2_connection_kwargs(pool.connection_kwargs)
+        kwargs.update(retry=Retry(NoBackoff(), 0))
         connection: AbstractConnection = pool.connection_class(**kwargs)
         return connection
 

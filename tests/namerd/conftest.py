@@ -133,6 +133,32 @@ def _spawn(args: list[str], port: int, log_path: Path) -> subprocess.Popen[bytes
 
 
 @pytest.fixture
+def tcp_redis_port(tmp_path: Path) -> Iterator[int]:
+    """A redis-server on a loopback TCP port (what a ``redis://host:port`` deployment uses).
+
+    TCP matters: redis-py configures TCP connections differently from unix sockets.
+    """
+    port = _free_tcp_port()
+    data_dir = tmp_path / "tcp-only-redis"
+    data_dir.mkdir()
+    process = _spawn(
+        [os.fspath(find_redis_server()), "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", os.fspath(data_dir)],
+        port,
+        data_dir / "redis.log",
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
 def sentinel_setup(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
     """A TCP redis-server plus one Sentinel monitoring it.
 

@@ -612,6 +612,26 @@ def test_frozen_redis_is_detected_by_pubsub_ping(
 
 
 @pytest.mark.redis
+def test_watches_over_a_tcp_url(tcp_redis_port: int) -> None:
+    # redis-py >= 7 gives TCP pools RESP3-only settings; the RESP2 pub/sub connection must drop
+    # them, or it cannot be built and every watch over a redis:// URL waits forever.
+    url = f"redis://127.0.0.1:{tcp_redis_port}/0"
+
+    async def main() -> None:
+        async with (
+            asyncio.timeout(WAIT_S),  # without the fix, entering the watch never returns
+            RedisDtabStore.from_url(url, reconnect_min_s=0.01, reconnect_max_s=0.1) as watcher,
+            RedisDtabStore.from_url(url) as writer,
+        ):
+            async with watcher.watch("tcp") as updates:
+                assert await next_value(updates) is None
+                version = await writer.create("tcp", "/a=>/b")
+                assert await next_value(updates) == VersionedDtab("/a=>/b", version)
+
+    asyncio.run(main())
+
+
+@pytest.mark.redis
 def test_sentinel_and_tcp_urls(sentinel_setup: tuple[int, int, str]) -> None:
     redis_port, sentinel_port, service = sentinel_setup
     fast: dict[str, Any] = {"reconnect_min_s": 0.01, "reconnect_max_s": 0.1}

@@ -324,3 +324,19 @@ def test_build_namer_registry(redis_server: EmbeddedRedis) -> None:
             build_namer("io.l5d.registry", None, {"ttl": 1}, Notifier(), client)
 
     asyncio.run(main())
+
+
+def test_registry_works_over_a_tcp_url(tcp_redis_port: int) -> None:
+    # The mirror's pub/sub connection over TCP (redis:// URLs: every real deployment).
+    async def main() -> None:
+        client = aioredis.Redis.from_url(f"redis://127.0.0.1:{tcp_redis_port}/0")
+        try:
+            async with running(client) as a, running(client) as b:
+                await a.register("users", "10.0.0.1", 8080, ttl_s=LONG_TTL_S)
+                await eventually(
+                    lambda: _addrs(b, "users") == {("10.0.0.1", 8080)}, "b sees a's endpoint"
+                )
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
