@@ -42,12 +42,16 @@ service.totalTimeoutMs         30000        whole request, until response header
 
 Linkerd has no request timeout by default; we do (Linkerd users' most common surprise was a
 hung request holding a connection forever). Set a key to 0 to turn that timeout off.
+
+Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
+``$``), so one file serves every host: ``port: ${LINKER_PORT:-4140}`` (``shared.configtree``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path as FsPath
@@ -383,8 +387,14 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     return LinkerConfig(routers, admin, namer_tuple, n, source, _plain(raw))
 
 
-def load_config(path: str | None, *, workers: int | None = None) -> LinkerConfig:
-    """Read and check a config file (``-`` = stdin)."""
+def load_config(
+    path: str | None, *, workers: int | None = None, env: Mapping[str, str] | None = None
+) -> LinkerConfig:
+    """Read and check a config file (``-`` = stdin).
+
+    ``${VAR}`` and ``${VAR:-default}`` in values are taken from ``env`` (default
+    ``os.environ``), so one file serves every host (see ``shared.configtree``).
+    """
     if path is None:
         raise ConfigError("a config file is required: linker -c linker.yaml")
     if path == "-":
@@ -395,5 +405,6 @@ def load_config(path: str | None, *, workers: int | None = None) -> LinkerConfig
         except OSError as err:
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
         name = path
-    raw = configtree.load_located_yaml(text, name, yaml, error=ConfigError)
+    environ = os.environ if env is None else env
+    raw = configtree.load_located_yaml(text, name, yaml, error=ConfigError, env=environ)
     return parse_config(raw, name, workers=workers)

@@ -12,6 +12,9 @@ Config file shape (namerd's; unknown keys are an error naming the key and its fi
     limits:     {maxBodyBytes: 1048576, lookupTimeoutMs: 10000, delegateTimeoutMs: 2000,
                  watchHeartbeatMs: 15000}
 
+Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
+``$``): ``url: ${NAMERD_REDIS_URL:-redis://redis:6379/0}`` (``shared.configtree``).
+
 Defaults (the one place they are documented):
 
 =======================  ==============  ==========================================================
@@ -36,6 +39,7 @@ workers                  2               gunicorn worker processes (``--workers`
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -247,14 +251,14 @@ def parse_config(
     *,
     data_dir: str | None = None,
     workers: int | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> NamerdConfig:
     """Build a :class:`NamerdConfig` from parsed YAML; command-line values override the file.
 
     Raises:
         ConfigError: naming the key and its position for anything unknown or invalid.
     """
-    env = dict(os.environ) if env is None else env
+    env = os.environ if env is None else env
     top = Section(raw, "the top level")
     storage = _storage(
         top.get("storage"), top.key_pos("storage") if top.has("storage") else None, data_dir
@@ -292,12 +296,21 @@ def parse_config(
 
 
 def load_config(
-    path: str | None, *, data_dir: str | None = None, workers: int | None = None
+    path: str | None,
+    *,
+    data_dir: str | None = None,
+    workers: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> NamerdConfig:
-    """Read the config file at ``path`` (``-`` for stdin, None for all defaults)."""
+    """Read the config file at ``path`` (``-`` for stdin, None for all defaults).
+
+    ``${VAR}`` and ``${VAR:-default}`` in values are taken from ``env`` (default
+    ``os.environ``), as is ``NAMERD_TOKEN`` (see ``shared.configtree``).
+    """
+    environ = os.environ if env is None else env
     if path is None:
         empty = located_dict(Pos("<defaults>", 1, 1))
-        return parse_config(empty, "<defaults>", data_dir=data_dir, workers=workers)
+        return parse_config(empty, "<defaults>", data_dir=data_dir, workers=workers, env=environ)
     if path == "-":
         import sys
 
@@ -308,4 +321,5 @@ def load_config(
         except OSError as err:
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
         name = path
-    return parse_config(load_yaml(text, name), name, data_dir=data_dir, workers=workers)
+    raw = load_yaml(text, name, env=environ)
+    return parse_config(raw, name, data_dir=data_dir, workers=workers, env=environ)

@@ -4,6 +4,7 @@ live in ``shared.configtree``, shared with the linker).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -25,6 +26,10 @@ class ConfigError(NamerdError, configtree.ConfigError):
 Section = partial(configtree.Section, error=ConfigError)
 
 
-def load_yaml(text: str, file: str) -> Any:
-    """Parse namerd's YAML (or JSON) config text into located containers."""
-    return configtree.load_located_yaml(text, file, yaml, error=ConfigError)
+def load_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> Any:
+    """Parse namerd's YAML (or JSON) config text into located containers.
+
+    ``env`` (the caller passes ``os.environ``) turns on ``${VAR}`` / ``${VAR:-default}``
+    expansion in values; None leaves every ``$`` as written.
+    """
+    return configtree.load_located_yaml(text, file, yaml, error=ConfigError, env=env)

@@ -11,7 +11,8 @@ Both namerd and the linker read Linkerd-shaped config files, so both share this.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "LocatedList",
     "Pos",
     "Section",
+    "expand_env",
     "load_located_yaml",
     "located_dict",
 ]
@@ -170,17 +172,77 @@ class Section:
 
 
 def load_located_yaml(
-    text: str, file: str, yaml: Any, *, error: type[Exception] = ConfigError
+    text: str,
+    file: str,
+    yaml: Any,
+    *,
+    error: type[Exception] = ConfigError,
+    env: Mapping[str, str] | None = None,
 ) -> Any:
     """Parse YAML (JSON is a subset) into Located containers; an empty file gives ``{}``.
 
     ``yaml`` is the PyYAML module, passed in by the caller so this package stays stdlib-only.
     Duplicate keys are an error (PyYAML silently keeps the last one).
+
+    With ``env`` (callers pass ``os.environ``; None turns expansion off), ``${VAR}`` and
+    ``${VAR:-default}`` in scalar *values* are replaced, and ``$$`` is a literal ``$``; a ``$``
+    before anything else stays as written, so dtab paths such as ``/$/inet/...`` need no
+    escaping. See :func:`expand_env` for the rules. Expansion happens on the parsed node, so
+    positions in errors stay those of the file, and the type of a plain (unquoted) scalar is
+    resolved *after* substitution: ``port: ${PORT:-4140}`` is the int 4140. Quoted and block
+    scalars stay strings, an explicit tag (``!!str ${X}``) is kept, and a value can never
+    turn into a mapping or list (it stays one scalar). Mapping keys are not expanded.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as err:  # a control character: the reader checks the whole text
+        raise _yaml_error(err, text, file, error) from err
+    # Scalars whose tag the resolver chose (no explicit ``!!tag``), with the event's
+    # ``implicit`` flags (plain or quoted): only these are resolved again after substitution.
+    # The composer drops that information, so it is noted here as each node is built.
+    implicit: dict[int, Any] = {}
+    compose_scalar = loader.compose_scalar_node
+
+    def compose_scalar_node(anchor: Any) -> Any:
+        event = loader.peek_event()
+        node = compose_scalar(anchor)
+        if event.tag is None or event.tag == "!":
+            # Nodes live as long as the loader, so their ids stay unique meanwhile.
+            implicit[id(node)] = event.implicit
+        return node
+
+    if env is not None:
+        loader.compose_scalar_node = compose_scalar_node
 
     def pos(node: Any) -> Pos:
         return Pos(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def offset_pos(node: Any, offset: int) -> Pos:
+        """Where character ``offset`` of a scalar's value was written, if that is knowable."""
+        start, end = node.start_mark, node.end_mark
+        if start.line == end.line and start.buffer is not None:
+            written = start.buffer[start.index : end.index]
+            # Plain scalars are written as their value; quoted ones add a quote each side.
+            # Anything else (escapes, folding) points at the scalar's start.
+            if written == node.value:
+                return Pos(file, start.line + 1, start.column + 1 + offset)
+            if node.style in ("'", '"') and written[1:-1] == node.value:
+                return Pos(file, start.line + 1, start.column + 2 + offset)
+        return pos(node)
+
+    def substitute(node: Any) -> Any:
+        try:
+            value = expand_env(node.value, env or {})
+        except _ExpandError as err:
+            raise error(f"{offset_pos(node, err.offset)}: {err.message}") from None
+        if value == node.value:
+            return node
+        tag = node.tag
+        if id(node) in implicit:
+            # As the composer does: a plain scalar gets the tag its new text resolves to
+            # (int, float, bool, null, str); a quoted one stays a string.
+            tag = loader.resolve(yaml.ScalarNode, value, implicit[id(node)])
+        return yaml.ScalarNode(tag, value, node.start_mark, node.end_mark, node.style)
 
     def convert(node: Any) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -202,15 +264,102 @@ def load_located_yaml(
                 items.append(convert(item))
                 items.item_pos.append(pos(item))
             return items
+        if env is not None and isinstance(node, yaml.ScalarNode) and "$" in node.value:
+            node = substitute(node)
         return loader.construct_object(node, deep=True)
 
     try:
         node = loader.get_single_node()
         return located_dict(Pos(file, 1, 1)) if node is None else convert(node)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        problem = getattr(err, "problem", None) or str(err)
-        raise error(f"{where}: not valid YAML: {problem}") from err
+        raise _yaml_error(err, text, file, error) from err
     finally:
         loader.dispose()
+
+
+def _yaml_error(err: Any, text: str, file: str, error: type[Exception]) -> Exception:
+    """``error`` for a PyYAML exception, with file:line:column where PyYAML knows it."""
+    mark = getattr(err, "problem_mark", None)
+    position = getattr(err, "position", None)  # ReaderError: a character offset
+    if mark is not None:
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}"
+    elif isinstance(position, int):
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        where = f"{file}:{line}:{column}"
+    else:
+        where = file
+    problem = getattr(err, "problem", None)
+    if problem is None and isinstance(getattr(err, "character", None), int):
+        problem = f"unacceptable character #x{err.character:04x}: {err.reason}"
+    return error(f"{where}: not valid YAML: {problem or err}")
+
+
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _ExpandError(ValueError):
+    """A bad ``${...}`` at character ``offset`` of the value."""
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.message = message
+
+
+def expand_env(value: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in ``value`` from ``env``; ``$$`` is ``$``.
+
+    The rules (a subset of the shell's and docker compose's):
+
+    * ``${VAR}`` is VAR's value; VAR unset is an error (an empty value is used as it is).
+    * ``${VAR:-default}`` is ``default`` when VAR is unset *or empty*. The default is taken
+      literally, up to the first ``}``: it cannot contain ``}`` or another ``${...}``.
+    * ``$$`` is one literal ``$``; any other ``$`` (``/$/inet/...``, ``$VAR``) stays as written.
+    * Substituted text is not scanned again, so a value cannot expand further.
+
+    Raises:
+        ValueError: an unset variable, an unterminated ``${`` or an invalid name (the
+            message names the variable; ``load_located_yaml`` adds file:line:column).
+    """
+    out: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        dollar = value.find("$", i)
+        if dollar < 0:
+            out.append(value[i:])
+            break
+        out.append(value[i:dollar])
+        nxt = value[dollar + 1 : dollar + 2]
+        if nxt == "$":
+            out.append("$")
+            i = dollar + 2
+            continue
+        if nxt != "{":
+            out.append("$")
+            i = dollar + 1
+            continue
+        close = value.find("}", dollar + 2)
+        if close < 0:
+            raise _ExpandError(dollar, f"unterminated ${{ in {value!r} (write $$ for a literal $)")
+        body = value[dollar + 2 : close]
+        name, sep, default = body.partition(":-")
+        if not _VAR_NAME.fullmatch(name):
+            raise _ExpandError(
+                dollar,
+                f"invalid variable reference ${{{body}}}: expected ${{NAME}} or ${{NAME:-default}}"
+                " with NAME made of letters, digits and _",
+            )
+        found = env.get(name)
+        if sep:
+            out.append(found if found else default)
+        elif found is None:
+            raise _ExpandError(
+                dollar,
+                f"environment variable {name} is not set (write ${{{name}:-default}} to give a"
+                " default)",
+            )
+        else:
+            out.append(found)
+        i = close + 1
+    return "".join(out)

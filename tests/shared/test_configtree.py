@@ -52,3 +52,9 @@ def test_a_package_can_use_its_own_error_class() -> None:
 
     with pytest.raises(MyError):
         Section({"x": 1}, "top", error=MyError).done()
+
+
+def test_a_control_character_is_a_config_error_with_its_position() -> None:
+    # PyYAML rejects it while constructing the loader, before any parsing.
+    with pytest.raises(ConfigError, match=r"^x\.yaml:2:5: not valid YAML: unacceptable character"):
+        load_located_yaml("a: 1\nb: x\x1fy\n", "x.yaml", yaml)
