@@ -81,9 +81,13 @@ async def test_send_eof_half_closes() -> None:
 async def test_a_reset_is_a_broken_resource() -> None:
     stream, peer = _pair()
     peer.close()
-    with pytest.raises(trio.BrokenResourceError):
+
+    async def send_until_it_breaks() -> None:
         for _ in range(100):  # the first sends may still be buffered
             await stream.send_all(b"x" * 65536)
+
+    with pytest.raises(trio.BrokenResourceError):
+        await send_until_it_breaks()
     await stream.aclose()
 
 
@@ -101,11 +105,15 @@ async def test_use_after_close_is_closed_resource() -> None:
 async def test_closing_wakes_a_waiting_reader_with_closed_resource() -> None:
     stream, peer = _pair()
     with peer:
-        with pytest.raises(ExceptionGroup) as raised:
+
+        async def read_while_closing() -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stream.receive_some)
                 await trio.testing.wait_all_tasks_blocked()
                 await stream.aclose()
+
+        with pytest.raises(ExceptionGroup) as raised:
+            await read_while_closing()
         assert [type(e) for e in raised.value.exceptions] == [trio.ClosedResourceError]
 
 

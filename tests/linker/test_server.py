@@ -939,9 +939,11 @@ async def test_a_streamed_body_gets_its_head_before_the_first_chunk() -> None:
         await peer.send(h11.EndOfMessage())
         with trio.fail_after(5):
             head = await peer.next_event()
-        assert isinstance(head, h11.Response) and head.status_code == 200
+        assert isinstance(head, h11.Response)
+        assert head.status_code == 200
         release.set()
         with trio.fail_after(5):
             data = await peer.next_event()
-        assert isinstance(data, h11.Data) and data.data == b"later"
+        assert isinstance(data, h11.Data)
+        assert data.data == b"later"
         await client.aclose()
