@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path as FsPath
 from typing import Any, Final, Protocol
 
 import trio
@@ -101,6 +103,10 @@ log = logging.getLogger("linker.interpreter")
 
 #: Longest wait for a name's first complete answer (Linkerd's ``bindingTimeoutMs``: 10000).
 DEFAULT_BIND_TIMEOUT_S: Final = 10.0
+#: How often a namerd interpreter writes its last-known state for other workers (if changed).
+DEFAULT_LAST_KNOWN_INTERVAL_S: Final = 1.0
+#: Last-known files read at start (the newest); older ones are deleted.
+MAX_LAST_KNOWN_FILES: Final = 16
 #: Most (path, dtab) results the default interpreter caches (Linkerd's binding cache size).
 DEFAULT_MAX_CACHED: Final = 1000
 
@@ -175,6 +181,18 @@ class Interpreter(Protocol):
         ...
 
 
+def _file_safe(name: str) -> str:
+    """``name`` usable in a file name, without dots (they separate the label from the pid)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "_"
+
+
+def _write_atomically(target: FsPath, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name("." + target.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, target)
+
+
 def _full_dtab(base: Dtab, local: Dtab) -> Dtab:
     """``base ++ local``, unless ``local`` already starts with ``base`` (then just ``local``)."""
     if base and local.dentries[: len(base)] == base.dentries:
@@ -205,6 +223,11 @@ class NamerdHttpInterpreter:
         idle_ttl_s: close watches unused this long. Default 600 s.
         bind_timeout_s: longest wait for a name's first complete answer. Default 10 s.
         stream_idle_timeout_s: re-open a silent stream after this long. Default 60 s.
+        last_known_dir: where the workers of one linker share their last-known answers
+            (``<name>.<pid>.json``); None turns sharing off. A worker that starts while namerd
+            is unreachable routes on them instead of failing every name it never bound.
+        last_known_name: this router's prefix for those files (its label).
+        last_known_interval_s: how often the state is written, if it changed. Default 1 s.
         client_options: further :class:`~linker.namerd_client.NamerdClient` keywords
             (``connect_timeout_s``, ``request_timeout_s``, ``max_watches``, ``rand``).
     """
@@ -223,6 +246,9 @@ class NamerdHttpInterpreter:
         idle_ttl_s: float = DEFAULT_IDLE_TTL_S,
         bind_timeout_s: float = DEFAULT_BIND_TIMEOUT_S,
         stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
+        last_known_dir: str | None = None,
+        last_known_name: str = "router",
+        last_known_interval_s: float = DEFAULT_LAST_KNOWN_INTERVAL_S,
         **client_options: Any,
     ) -> None:
         if not bind_timeout_s > 0:
@@ -241,13 +267,60 @@ class NamerdHttpInterpreter:
         )
         self._started = trio.Event()
         self._last_dtab: tuple[Dtab, str] | None = None
+        self.last_known_dir = last_known_dir
+        self.last_known_name = last_known_name
+        self.last_known_interval_s = last_known_interval_s
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the namerd watches until cancelled."""
         async with trio.open_nursery() as nursery:
+            if self.last_known_dir is not None:
+                self._load_last_known(FsPath(self.last_known_dir))
             await nursery.start(self.client.run)
+            if self.last_known_dir is not None:
+                nursery.start_soon(self._share_last_known, FsPath(self.last_known_dir))
             self._started.set()
             task_status.started()
+
+    def _load_last_known(self, folder: FsPath) -> None:
+        """Import the newest last-known files of this router (any worker, this one's
+        predecessors included), oldest first so newer answers win; delete the rest."""
+        files: list[tuple[float, FsPath]] = []
+        for path in folder.glob(f"{_file_safe(self.last_known_name)}.*.json"):
+            try:
+                files.append((path.stat().st_mtime, path))
+            except OSError:
+                continue
+        files.sort()
+        for _, stale in files[:-MAX_LAST_KNOWN_FILES]:
+            stale.unlink(missing_ok=True)
+        taken = 0
+        for _, path in files[-MAX_LAST_KNOWN_FILES:]:
+            try:
+                taken += self.client.import_last_known(json.loads(path.read_text("utf-8")))
+            except (OSError, ValueError, AttributeError) as err:
+                log.warning("ignoring last-known state %s: %s", path, err)
+        if taken:
+            log.info("%d last-known namerd answers available from other workers", taken)
+
+    async def _share_last_known(self, folder: FsPath) -> None:
+        """Write this worker's last-known answers whenever they changed (atomically)."""
+        target = folder / f"{_file_safe(self.last_known_name)}.{os.getpid()}.json"
+        written = -1
+        warned = False
+        while True:
+            generation = self.client.changes.generation
+            if generation != written:
+                # Inline, like the metrics snapshots: a few KB to the page cache costs less
+                # than a thread hop.
+                try:
+                    _write_atomically(target, json.dumps(self.client.export_last_known()))
+                    written = generation
+                except OSError as err:
+                    if not warned:
+                        log.warning("cannot share last-known namerd state in %s: %s", folder, err)
+                        warned = True
+            await trio.sleep(self.last_known_interval_s)
 
     def resolve_now(self, path: Path, local_dtab: Dtab) -> Destination | None:
         """The destination if it is known and current, without waiting; else None.
@@ -661,6 +734,8 @@ def build_interpreter(
     *,
     bind_timeout_s: float = DEFAULT_BIND_TIMEOUT_S,
     idle_ttl_s: float = DEFAULT_IDLE_TTL_S,
+    last_known_dir: str | None = None,
+    last_known_name: str = "router",
 ) -> Interpreter:
     """Build a router's interpreter from its ``interpreter`` config (Linkerd's shape).
 
@@ -672,6 +747,7 @@ def build_interpreter(
         namers: the top-level ``namers`` (used by the default interpreter only, as in Linkerd).
         bind_timeout_s: the router's ``bindingTimeoutMs`` / 1000. Default 10 s.
         idle_ttl_s: the router's ``bindingCache.idleTtlSecs``. Default 600 s.
+        last_known_dir / last_known_name: see :class:`NamerdHttpInterpreter` (namerd only).
 
     Raises:
         InterpreterConfigError: an unknown kind or key, a bad ``dst`` or ``retry``.
@@ -725,4 +801,6 @@ def build_interpreter(
         retry_max_s=max_s,
         idle_ttl_s=idle_ttl_s,
         bind_timeout_s=bind_timeout_s,
+        last_known_dir=last_known_dir,
+        last_known_name=last_known_name,
     )

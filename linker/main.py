@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -69,6 +70,12 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                     router_cfg.dtab,
                     config.namers,
                     bind_timeout_s=router_cfg.binding_timeout_ms / 1000,
+                    # Shared by this linker's workers and their successors (the master's
+                    # directory outlives workers, SIGHUP generations and crashes).
+                    last_known_dir=(
+                        os.path.join(ctx.metrics_dir, "last-known") if ctx.metrics_dir else None
+                    ),
+                    last_known_name=router_cfg.label,
                 )
                 await background.start(interpreter.run)
                 _interpreter_gauges(ctx, router_cfg.label, interpreter)

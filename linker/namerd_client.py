@@ -295,6 +295,9 @@ class Watch:
     # The interpreter's last answer for a bind watch: (changes.generation, destination, the
     # addr watches it used). Valid while no watch changed, so the hot path skips the tree walk.
     resolved: tuple[int, Any, tuple[Watch, ...]] | None = field(default=None, repr=False)
+    # The value came from another worker's last-known state (see NamerdClient.import_last_known)
+    # because namerd could not be reached; False again once namerd itself answers.
+    last_known: bool = False
 
     def is_connected(self) -> bool:
         """True while namerd's 200 answer is streaming to us."""
@@ -315,6 +318,7 @@ class Watch:
             last_data_at=self.last_data_at,
             last_error=self.last_error,
             retry_in_s=self.retry_in_s,
+            last_known=self.last_known,
         )
         return out
 
@@ -402,6 +406,10 @@ class NamerdClient:
         self._ns_quoted = quote(namespace, safe="")
         self.closed_idle = 0
         self.closed_evicted = 0
+        # (kind, path text, dtab text or None) -> namerd's raw answer, from other workers'
+        # last-known state: used only for a watch that has no value and can't reach namerd.
+        self._last_known: dict[tuple[str, str, str | None], bytes] = {}
+        self.used_last_known = 0
 
     # -- watches --------------------------------------------------------------------------------
     @property
@@ -512,6 +520,8 @@ class NamerdClient:
                     error = f"unexpected error: {err!r}"
                     connected = False
                 watch.last_error = error
+                if not connected and watch.value is None:
+                    self._use_last_known(watch)
                 attempt = 1 if connected else attempt + 1
                 if connected:
                     # A stream that worked and ended (namerd restarting, an idle NAT) is routine.
@@ -644,17 +654,20 @@ class NamerdClient:
         watch.last_update_at = time.time()
         self.changes.notify()
 
-    def _on_line(self, watch: Watch, line: bytes) -> None:
+    def _on_line(self, watch: Watch, line: bytes, *, last_known: bool = False) -> None:
         line = line.strip()
         if not line:
             return  # heartbeat
+        watch.last_known = last_known
         if line == watch.raw:
             return  # a repeat (namerd suppresses them, but a reconnect resends the current one)
         if watch.kind == "bind":
             value: BindValue | BindError | Addr = decode_bind_line(line)
             if isinstance(value, BindValue):
                 for leaf in leaves(value.tree):
-                    self.addr_watch(leaf.id, value.inline_addrs.get(leaf.id))
+                    addr = self.addr_watch(leaf.id, value.inline_addrs.get(leaf.id))
+                    if last_known and addr.raw is None and addr.value is not None:
+                        addr.last_known = True  # seeded from a borrowed answer: say so
         else:
             value = decode_addr_line(line)
             if value is ADDR_PENDING or isinstance(value, AddrPending):
@@ -663,6 +676,63 @@ class NamerdClient:
         watch.value = value
         watch.last_update_at = time.time()
         self.changes.notify()
+
+    # -- last-known state shared between workers ------------------------------------------------
+    def export_last_known(self) -> dict[str, Any]:
+        """Every watch's last answer from namerd, as JSON-able data for
+        :meth:`import_last_known` in another worker (or a successor of this one)."""
+        watches = [
+            {
+                "kind": w.kind,
+                "path": w.path.show(),
+                "dtab": w.dtab,
+                "raw": w.raw.decode("utf-8", "replace"),
+            }
+            for table in (self._binds, self._addrs)
+            for w in table.values()
+            if w.raw is not None
+        ]
+        return {"namespace": self.namespace, "watches": watches}
+
+    def import_last_known(self, state: Mapping[str, Any]) -> int:
+        """Remember another worker's last-known answers (a later import wins per name).
+
+        They are used only by a watch that has no value yet and whose connection to namerd
+        failed: a worker started (or restarted, or replaced by SIGHUP) while namerd is down
+        routes the names its siblings knew instead of failing them after bindingTimeoutMs.
+        As soon as namerd answers, its answer replaces them. State for another namespace is
+        ignored. Returns how many answers were taken.
+        """
+        if state.get("namespace") != self.namespace:
+            return 0
+        taken = 0
+        for item in state.get("watches", ()):
+            try:
+                kind, path, dtab = str(item["kind"]), str(item["path"]), item.get("dtab")
+                raw = str(item["raw"]).encode("utf-8")
+            except (KeyError, TypeError):
+                continue  # a damaged entry costs only itself
+            if kind in ("bind", "addr") and raw:
+                self._last_known[(kind, path, None if dtab is None else str(dtab))] = raw
+                taken += 1
+        return taken
+
+    def _use_last_known(self, watch: Watch) -> None:
+        raw = self._last_known.get((watch.kind, watch.path.show(), watch.dtab))
+        if raw is None:
+            return
+        try:
+            self._on_line(watch, raw, last_known=True)
+        except Exception as err:  # a bad entry must not stop the watch from retrying namerd
+            log.warning("ignoring last-known %s %s: %s", watch.kind, watch.path.show(), err)
+            return
+        self.used_last_known += 1
+        log.warning(
+            "namerd unreachable: %s %s routes on the last-known state of another worker until "
+            "namerd answers",
+            watch.kind,
+            watch.path.show(),
+        )
 
     # -- one-shot requests ----------------------------------------------------------------------
     async def get(self, endpoint: str, params: Mapping[str, str]) -> tuple[int, bytes]:
@@ -718,7 +788,9 @@ class NamerdClient:
                 "connected": sum(w.status == "connected" for w in every),
                 "retrying": sum(w.status == "retrying" for w in every),
                 "connecting": sum(w.status == "connecting" for w in every),
+                "last_known": sum(w.last_known for w in every),
             },
+            "used_last_known": self.used_last_known,
             "reconnects": sum(w.reconnects for w in every),
             "closed_idle": self.closed_idle,
             "closed_evicted": self.closed_evicted,

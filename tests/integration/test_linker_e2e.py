@@ -195,8 +195,8 @@ def test_namerd_outage_keeps_routing_and_catches_up(stack) -> None:  # type: ign
     for t in threads:
         t.start()
     try:
-        # Last-known state is per worker: a worker that never resolved the name before the
-        # outage has nothing to keep serving. Wait until every worker holds its bind and addr
+        # Each worker routes on its own watches' last-known values here (sharing them with
+        # new workers is tested below). Wait until every worker holds its bind and addr
         # watches (the load spreads new connections over both).
         wait_for(
             lambda: (
@@ -229,6 +229,45 @@ def test_namerd_outage_keeps_routing_and_catches_up(stack) -> None:  # type: ign
             t.join()
     assert during
     assert all(c == 200 for c in during), [c for c in during if c != 200][:5]
+
+
+def test_workers_started_while_namerd_is_down_route_on_shared_last_known_state(stack) -> None:  # type: ignore[no-untyped-def]
+    # Found by the locust scenarios: a SIGHUP (every worker replaced) or a crashed worker's
+    # replacement during a namerd outage answered 502 after bindingTimeoutMs for every name,
+    # since each worker's last-known state was its own. Workers now share it.
+    nd, lk, a, b, tmp = stack
+    assert get(lk, "app").headers.get("x-backend") == "a"
+    # The worker that served it shares its state within a second (DEFAULT_LAST_KNOWN_INTERVAL_S).
+    wait_for(
+        lambda: lk.metrics().get("rt/outgoing/interpreter/namerd/watches/connected", 0) >= 2,
+        "a worker to hold its namerd watches",
+    )
+    time.sleep(2.0)
+    nd.stop()  # namerd is gone for the rest of the test
+    old = set(lk.worker_pids())
+    lk.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: not (set(lk.worker_pids()) & old) and len(lk.worker_pids()) == 2,
+        "a new generation of workers",
+    )
+    started = time.monotonic()
+    codes = []
+    for _ in range(20):  # new connections: spread over both new workers
+        r = httpx.get(lk.url, headers={"Host": "app", "Connection": "close"}, timeout=15)
+        codes.append((r.status_code, r.headers.get("x-backend")))
+    assert codes == [(200, "a")] * 20, codes[:5]
+    assert time.monotonic() - started < 10  # never waited out a bindingTimeoutMs (10 s)
+    victim = lk.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: victim not in lk.worker_pids() and len(lk.worker_pids()) == 2,
+        "a replacement worker",
+    )
+    codes = []
+    for _ in range(20):
+        r = httpx.get(lk.url, headers={"Host": "app", "Connection": "close"}, timeout=15)
+        codes.append(r.status_code)
+    assert codes == [200] * 20, codes
 
 
 def test_kill_9_of_a_worker_under_load_replaces_it(stack) -> None:  # type: ignore[no-untyped-def]

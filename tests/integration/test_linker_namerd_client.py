@@ -141,6 +141,7 @@ async def test_resolve_gives_tree_and_addresses(namerd: Namerd) -> None:
             "connected": 2,
             "retrying": 0,
             "connecting": 0,
+            "last_known": 0,
         }
         assert state["bind"][0]["path"] == "/svc/users"
         assert state["bind"][0]["last_update_at"] is not None
@@ -531,3 +532,82 @@ async def test_resolve_now_answers_known_names_without_waiting(namerd: Namerd) -
         # Never the stale answer once the change arrived: current, or None (then resolve()).
         fast = interp.resolve_now(SVC_USERS, NO_DTAB)
         assert fast is None or ids(fast) == ["/$/inet/127.0.0.1/9999"]
+
+
+async def test_a_worker_started_while_namerd_is_down_routes_on_its_siblings_state(
+    tmp_path: FsPath,
+) -> None:
+    # A worker respawned (or replaced by SIGHUP) during a namerd outage has no watches of its
+    # own; it takes the last-known answers its siblings shared, and namerd's once it is back.
+    disco = tmp_path / "disco"
+    disco.mkdir()
+    (disco / "users").write_text("127.0.0.1 8081\n")
+    config = FS_CONFIG.format(disco=disco)
+    nd = await sync(start_namerd, tmp_path / "nd", extra_config=config)
+    space = ns()
+    shared_dir = tmp_path / "last-known"
+    try:
+        await sync(put_dtab, nd, space, "/svc => /#/io.l5d.fs")
+        sibling = interpreter(
+            nd, space, last_known_dir=str(shared_dir), last_known_interval_s=0.05
+        )
+        async with running(sibling):
+            before = await sibling.resolve(SVC_USERS, NO_DTAB)
+            await eventually(
+                lambda: sibling.client.export_last_known()["watches"]
+                and len(list(shared_dir.glob("router.*.json"))) == 1
+                and "users" in next(shared_dir.glob("router.*.json")).read_text(),
+                "the sibling to share its state",
+            )
+            await trio.sleep(0.2)  # the file holds both the bind and the addr answer
+        await sync(stop_all, nd)
+
+        fresh = interpreter(nd, space, bind_timeout_s=5.0, last_known_dir=str(shared_dir))
+        async with running(fresh):
+            with trio.fail_after(4):  # well within bindingTimeout: no waiting it out
+                dest = await fresh.resolve(SVC_USERS, NO_DTAB)
+            assert dest == before
+            state = fresh.state()
+            assert state["watches"]["last_known"] == 2  # bind + addr, flagged as such
+            assert state["used_last_known"] >= 1
+            # Names nobody knew still fail clearly, as before.
+            with pytest.raises(BindTimeout):
+                await fresh.resolve(Path.read("/svc/nobody-knew"), NO_DTAB)
+
+            # namerd returns with a change: its answer replaces the borrowed one.
+            (disco / "users").write_text("127.0.0.1 8091\n")
+            nd = await sync(restart_on_same_ports, nd, tmp_path / "again", config)
+
+            async def caught_up() -> bool:
+                dest = await fresh.resolve(SVC_USERS, NO_DTAB)
+                return endpoints(dest, "/#/io.l5d.fs/users") == {("127.0.0.1", 8091)}
+
+            await eventually(caught_up, "namerd's answer after it came back")
+            await eventually(
+                lambda: fresh.state()["watches"]["last_known"] == 0, "the flags to clear"
+            )
+    finally:
+        await sync(stop_all, nd)
+
+
+async def test_last_known_state_of_another_namespace_is_not_used(tmp_path: FsPath) -> None:
+    port = free_port()  # namerd is down from the start
+    shared_dir = tmp_path / "last-known"
+    shared_dir.mkdir()
+    (shared_dir / "router.1.json").write_text(
+        '{"namespace": "other", "watches": [{"kind": "bind", "path": "/svc/users", '
+        '"dtab": "", "raw": "{\\"type\\": \\"leaf\\", \\"bound\\": {\\"id\\": \\"/x\\"}}"}]}'
+    )
+    (shared_dir / "router.2.json").write_text("not json")  # a damaged file costs only itself
+    interp = NamerdHttpInterpreter(
+        [("127.0.0.1", port)],
+        "default",
+        bind_timeout_s=0.5,
+        retry_base_s=0.1,
+        retry_max_s=0.2,
+        last_known_dir=str(shared_dir),
+    )
+    async with running(interp):
+        with pytest.raises(BindTimeout):
+            await interp.resolve(SVC_USERS, NO_DTAB)
+        assert interp.state()["used_last_known"] == 0
