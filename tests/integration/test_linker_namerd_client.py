@@ -548,15 +548,15 @@ async def test_a_worker_started_while_namerd_is_down_routes_on_its_siblings_stat
     shared_dir = tmp_path / "last-known"
     try:
         await sync(put_dtab, nd, space, "/svc => /#/io.l5d.fs")
-        sibling = interpreter(
-            nd, space, last_known_dir=str(shared_dir), last_known_interval_s=0.05
-        )
+        sibling = interpreter(nd, space, last_known_dir=str(shared_dir), last_known_interval_s=0.05)
         async with running(sibling):
             before = await sibling.resolve(SVC_USERS, NO_DTAB)
             await eventually(
-                lambda: sibling.client.export_last_known()["watches"]
-                and len(list(shared_dir.glob("router.*.json"))) == 1
-                and "users" in next(shared_dir.glob("router.*.json")).read_text(),
+                lambda: (
+                    sibling.client.export_last_known()["watches"]
+                    and len(list(shared_dir.glob("router.*.json"))) == 1
+                    and "users" in next(shared_dir.glob("router.*.json")).read_text()
+                ),
                 "the sibling to share its state",
             )
             await trio.sleep(0.2)  # the file holds both the bind and the addr answer
