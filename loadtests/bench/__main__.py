@@ -82,6 +82,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a smoke run: 1 repeat of 2 s runs, 2 s latency runs, 5 flips, 200 watch streams",
     )
     ap.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: render the report and plot again from a results.json",
+    )
+    ap.add_argument(
         "--setup",
         action="store_true",
         help="apt-get install nginx-light and wrk first if they are missing (needs root)",
@@ -192,6 +198,8 @@ def _run_json(cmd: list[str], timeout_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.from_results is not None:
+        return _write_report(json.loads(args.from_results.read_text()), args)
     if args.setup:
         _setup()
     if args.no_nginx:
@@ -309,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["wall_s"] = round(time.time() - started.timestamp(), 1)
+    return _write_report(results, args)
+
+
+def _write_report(results: dict[str, Any], args: argparse.Namespace) -> int:
     args.assets.mkdir(parents=True, exist_ok=True)
     (args.assets / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     summary = report.summarize(results)

@@ -138,6 +138,13 @@ class _Client(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_exception(exc)
 
+    def close(self) -> None:
+        """Our own close at the end of a run: not a failure."""
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_exception(exc or ConnectionError("closed by the server"))
@@ -200,8 +207,7 @@ async def _closed_loop(
     for c in clients:
         if c.lost.done() and c.lost.exception() is not None:
             errors += 1
-        if c.transport is not None:
-            c.transport.abort()
+        c.close()
     return latencies, errors, elapsed
 
 
@@ -276,8 +282,9 @@ async def _fixed_rate(
     lost = issued - len(latencies)
     elapsed = time.perf_counter() - start
     for c in clients:
-        if c.transport is not None:
-            c.transport.abort()
+        if c.lost.done():
+            c.lost.exception()  # a lost connection was counted in `lost`; mark it seen
+        c.close()
     tool = f"python open loop at {rate_rps:g} rps" + (
         " (overloaded: stopped)" if overloaded else ""
     )

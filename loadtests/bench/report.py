@@ -343,26 +343,31 @@ def render(
 
 
 PROFILE_NOTES = """\
-`py-spy record` on a linker worker under `wrk -c32` (tiny GETs), before the changes: the worker
-was CPU-bound, ~450 µs of CPU per request (a minimal trio + h11 forwarder, no routing, ~150 µs
-on the same machine). The time was spread thin: trio's socket layer ~30 % (every successful
-`send`/`recv` is a scheduler round trip), h11 ~29 %, our code ~25 %, `contextlib` ~5 %
-(`trio.fail_after` generators). Changes, each measured as CPU µs per request:
+Measured during development (py-spy, and the worker's CPU time per request from /proc under
+`wrk -c32` tiny GETs), not by the run above. Before the changes the worker was CPU-bound at
+~450 µs of CPU per request (~2,100 rps); the floor forwarder needs ~150 µs. The time was spread
+thin: trio's socket layer ~30 % (several wrapper layers per `send`/`recv`), h11 ~29 %, our code
+~25 %, `contextlib` ~5 % (`trio.fail_after` generators). What changed:
 
 - `hostConnectionPool.maxIdle` default 16 → 100: with 32 concurrent requests the pool kept
-  closing and reopening upstream connections (`connect`/`close` were in the top frames);
-- response head, buffered body chunks and end of message in one `send` (bodies say when
-  their next chunk is already buffered: `ready()`), instead of three;
-- `linker.fastsocket`: try the system call first and wait only on EAGAIN, yielding at least
-  every 16 operations for fairness (trio's `SocketStream` yields on every operation);
+  closing and reopening upstream connections (`connect`/`close` were among the top frames);
+- response head, buffered body chunks and end of message in one `send` (a body says when its
+  next chunk is already buffered: `ready()`), instead of two or three;
+- `linker.fastsocket`: trio's stream semantics (check for cancellation, try the system call,
+  wait only on EAGAIN, yield after) in straight-line code instead of `SocketStream`'s layers.
+  Skipping the yield after an immediate success was tried and rejected: more CPU per request
+  and a p99 four times worse at saturation;
 - cached per-name state on the hot path: stat handles, service/client parameters, the
-  balancer's endpoint set compared by identity, memoised `Path.show()` / `Dtab` hash and
-  text, the interpreter's answer kept per watch generation with a synchronous `resolve_now`
-  (no cancel scope, no checkpoint when the answer is known);
-- bare `CancelScope`s instead of `fail_after`/`fail_at`, one scope per write instead of two,
-  `l5d-reqid` from a per-worker PRNG instead of `secrets` (a `getrandom` call per request),
-  the upstream head built in one pass.
+  balancer's endpoint set compared by identity, memoised `Path.show()` and `Dtab` hash/text,
+  the interpreter's answer kept per watch generation with a synchronous `resolve_now` (no
+  cancel scope and no checkpoint when the answer is known);
+- bare `CancelScope`s instead of `fail_after`/`fail_at`, the write-timeout scope only when the
+  kernel did not take everything at once, `l5d-reqid` from a per-worker PRNG instead of
+  `secrets` (a `getrandom` call per request), the upstream head built in one pass.
 
-What is left is mostly h11 (parsing and validating two requests and two responses per
-proxied request, ~33 % of the worker) and system calls (~20 %); see the closing note of the
-load-test issue for what would move it further."""
+Together: ~310 µs per request (~3,100 rps per worker), about twice the floor. What is left is
+h11 (~33 %: it parses and validates two requests and two responses per proxied request, and
+its public API re-validates every header a proxy forwards) and system calls (~20 %, as for
+any proxy); the rest is spread over routing, policy and metrics at 1–2 % each. The throughput
+target (0.15 of nginx per worker) is out of reach for this design on this machine: the floor
+forwarder itself reaches about 0.11. Workers add throughput (linker-2 above)."""
