@@ -29,6 +29,9 @@ What it does (reference namerd-api.md §5, and where we differ, why):
   defaults are 0.5 s and 5 s where Linkerd's are 5 s and 600 s, so a namerd that returns is
   used again within seconds, not minutes). The quick first retry covers the common blip (one
   namerd replica restarting); the jittered exponential part still spreads a fleet's retries.
+  And when one watch gets through again, the others waiting out a backoff retry at once
+  (within ``rejoin_jitter_s``): namerd is back, so every name is current again in about the
+  time of the first successful retry, not of the longest backoff (up to ``retry_max_s``).
 * **Dead connections.** A stream that brings nothing, not even a heartbeat, for
   ``stream_idle_timeout_s`` (default 60 s, four of our namerd's default 15 s heartbeats) is
   considered dead (a NAT or a half-open TCP connection) and re-opened. Against Linkerd's namerd,
@@ -112,6 +115,8 @@ DEFAULT_RETRY_BASE_S: Final = 0.5
 DEFAULT_RETRY_MAX_S: Final = 5.0
 #: The first retry after a failure or a lost stream (ours; see the module docstring).
 DEFAULT_FIRST_RETRY_S: Final = 0.2
+#: When a watch reaches namerd again, the others in backoff retry within this (spread).
+DEFAULT_REJOIN_JITTER_S: Final = 0.2
 #: A watch nobody used for this long is closed (Linkerd's ``bindingCache.idleTtlSecs``).
 DEFAULT_IDLE_TTL_S: Final = 600.0
 #: The longest wait for a TCP connection to one namerd address.
@@ -132,7 +137,14 @@ _USER_AGENT: Final = "l5py-linker (io.l5d.namerd.http)"
 
 
 class NamerdError(Exception):
-    """Talking to namerd failed (connect, protocol, status, timeout); the message says how."""
+    """Talking to namerd failed (connect, protocol, status, timeout); the message says how.
+
+    ``status`` is namerd's HTTP status when it answered with something other than 200.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # -- pure helpers -------------------------------------------------------------------------------
@@ -350,6 +362,8 @@ class NamerdClient:
         stream_idle_timeout_s: re-open a stream silent this long. Default 60 s.
         request_timeout_s: one-shot requests (delegate). Default 5 s.
         max_watches: most watches of each kind. Default 1000.
+        rejoin_jitter_s: when one watch reaches namerd again, the others waiting out a backoff
+            retry at a random moment within this. Default 0.2 s.
         rand: the jitter source (``random.random``); injectable for tests.
     """
 
@@ -366,6 +380,7 @@ class NamerdClient:
         stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         max_watches: int = DEFAULT_MAX_WATCHES,
+        rejoin_jitter_s: float = DEFAULT_REJOIN_JITTER_S,
         rand: Callable[[], float] = random.random,
     ) -> None:
         if not dst:
@@ -385,6 +400,8 @@ class NamerdClient:
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+        if rejoin_jitter_s < 0:
+            raise ValueError(f"rejoin_jitter_s must be >= 0, got {rejoin_jitter_s!r}")
         if max_watches < 1:
             raise ValueError(f"max_watches must be >= 1, got {max_watches!r}")
         self.dst = list(dst)
@@ -397,7 +414,10 @@ class NamerdClient:
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self.request_timeout_s = request_timeout_s
         self.max_watches = max_watches
+        self.rejoin_jitter_s = rejoin_jitter_s
         self._rand = rand
+        # Set (and replaced) each time a stream gets namerd's 200: wakes watches in backoff.
+        self._reached = trio.Event()
         #: Notified whenever any watch's value changes.
         self.changes = Changes()
         self._binds: dict[tuple[Path, str], Watch] = {}
@@ -506,6 +526,7 @@ class NamerdClient:
         with watch.scope:
             attempt = 0
             while True:
+                unreachable = True  # the last failure was namerd not answering at all
                 watch.status = "connecting"
                 watch.retry_in_s = None
                 connected = False
@@ -515,6 +536,7 @@ class NamerdClient:
                 except NamerdError as err:
                     error = str(err)
                     connected = watch.is_connected()
+                    unreachable = err.status is None
                 except Exception as err:  # a bug must not kill every watch of the worker
                     log.exception("namerd watch %s %s crashed", watch.kind, watch.path)
                     error = f"unexpected error: {err!r}"
@@ -543,7 +565,14 @@ class NamerdClient:
                 )
                 watch.status = "retrying"
                 watch.retry_in_s = delay_s
-                await trio.sleep(delay_s)
+                reached = self._reached
+                with trio.move_on_after(delay_s):
+                    if not unreachable:
+                        # namerd answered, with an error for this watch: another watch getting
+                        # through says nothing about this one, so wait out the backoff.
+                        await trio.sleep_forever()
+                    await reached.wait()  # another watch got through: namerd is back
+                    await trio.sleep(self._rand() * self.rejoin_jitter_s)
                 watch.reconnects += 1
 
     async def _connect(self) -> tuple[trio.SocketStream, tuple[str, int]]:
@@ -605,10 +634,13 @@ class NamerdClient:
                             self._http_error(watch, event.status_code, body)
                             raise NamerdError(
                                 f"namerd answered {event.status_code}: "
-                                f"{body.decode('utf-8', 'replace').strip()[:500]}"
+                                f"{body.decode('utf-8', 'replace').strip()[:500]}",
+                                status=event.status_code,
                             )
                         watch.status = "connected"
                         watch.last_data_at = time.time()
+                        self._reached.set()  # wake the watches in backoff (_watch_loop)
+                        self._reached = trio.Event()
                     elif isinstance(event, h11.Data):
                         watch.last_data_at = time.time()
                         buf += event.data

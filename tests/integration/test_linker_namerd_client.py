@@ -611,3 +611,38 @@ async def test_last_known_state_of_another_namespace_is_not_used(tmp_path: FsPat
         with pytest.raises(BindTimeout):
             await interp.resolve(SVC_USERS, NO_DTAB)
         assert interp.state()["used_last_known"] == 0
+
+
+async def test_when_one_watch_gets_through_the_others_stop_waiting_out_their_backoff(
+    tmp_path: FsPath,
+) -> None:
+    disco = tmp_path / "disco"
+    disco.mkdir()
+    (disco / "users").write_text("127.0.0.1 8081\n")
+    (disco / "books").write_text("127.0.0.1 8082\n")
+    config = FS_CONFIG.format(disco=disco)
+    nd = await sync(start_namerd, tmp_path / "nd", extra_config=config)
+    space = ns()
+    try:
+        await sync(put_dtab, nd, space, "/svc => /#/io.l5d.fs")
+        # A backoff long enough that, without the wake-up, nothing would reconnect in time.
+        interp = interpreter(nd, space, retry_base_s=60.0, retry_max_s=60.0, first_retry_s=60.0)
+        async with running(interp):
+            for name in ("users", "books"):
+                await interp.resolve(Path("svc", name), NO_DTAB)
+            await eventually(lambda: interp.state()["watches"]["connected"] == 4, "4 streams")
+            await sync(stop_all, nd)
+            await eventually(
+                lambda: interp.state()["watches"]["retrying"] == 4, "every watch in backoff"
+            )
+            nd = await sync(restart_on_same_ports, nd, tmp_path / "again", config)
+            # A new name opens a new watch, which connects at once; the four in a 60 s
+            # backoff follow within the rejoin jitter.
+            await interp.resolve(Path("svc", "users-new"), NO_DTAB)
+            await eventually(
+                lambda: interp.state()["watches"]["connected"] == 5,
+                "the watches in backoff to rejoin",
+                timeout_s=10,
+            )
+    finally:
+        await sync(stop_all, nd)
