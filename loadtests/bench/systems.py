@@ -26,6 +26,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..stack import die_with_parent, free_ports
+
 __all__ = [
     "Proc",
     "check_answers",
@@ -76,17 +78,6 @@ class Proc:
                 self.popen.wait(5)
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 #: Set by ``--no-nginx``: behave as if nginx were not installed.
 NGINX_DISABLED = False
 
@@ -130,8 +121,14 @@ def _spawn(name: str, cmd: list[str], workdir: Path, port: int, **kw: object) ->
     log = workdir / f"{name}.log"
     out = open(log, "wb")
     # From the repository root, so that `python -m loadtests...` finds the package.
+    # die_with_parent: even a SIGKILLed harness leaves no benchmark processes behind.
     popen = subprocess.Popen(
-        cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        cmd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=REPO,
+        preexec_fn=die_with_parent,
     )
     out.close()
     return Proc(name, popen, port, log, **kw)  # type: ignore[arg-type]
