@@ -55,14 +55,17 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             return trio.ClosedResourceError("the socket was closed")
         return trio.BrokenResourceError(f"socket error: {exc}")
 
+    def _ensure_open(self) -> None:
+        if self.socket.fileno() == -1:
+            raise trio.ClosedResourceError("the socket was closed")
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send every byte of ``data``, waiting for buffer space as needed."""
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         if self._shut_wr:
             raise trio.ClosedResourceError("can't send data after sending EOF")
-        if self.socket.fileno() == -1:
-            raise trio.ClosedResourceError("the socket was closed")
+        self._ensure_open()
         await trio.lowlevel.checkpoint_if_cancelled()
         sock = self.socket
         self._sending = True
@@ -99,16 +102,14 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             return 0
 
     async def wait_send_all_might_not_block(self) -> None:
-        if self.socket.fileno() == -1:
-            raise trio.ClosedResourceError("the socket was closed")
+        self._ensure_open()
         await trio.lowlevel.wait_writable(self.socket)
 
     async def send_eof(self) -> None:
         await trio.lowlevel.checkpoint()
         if self._shut_wr:
             return
-        if self.socket.fileno() == -1:
-            raise trio.ClosedResourceError("the socket was closed")
+        self._ensure_open()
         self._shut_wr = True
         try:
             self.socket.shutdown(socket.SHUT_WR)
@@ -123,8 +124,7 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             raise ValueError("max_bytes must be >= 1")
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
-        if self.socket.fileno() == -1:
-            raise trio.ClosedResourceError("the socket was closed")
+        self._ensure_open()
         await trio.lowlevel.checkpoint_if_cancelled()
         sock = self.socket
         self._receiving = True

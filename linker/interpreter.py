@@ -331,8 +331,13 @@ class NamerdHttpInterpreter:
         if not self._started.is_set() or not self.client.running:
             return None
         watch = self.client.bind_watch(path, self._dtab_text(local_dtab))
+        return self._known(watch, self.client.changes.generation)
+
+    @staticmethod
+    def _known(watch: Watch, generation: int) -> Destination | None:
+        """The answer kept on ``watch`` if no watch changed since (``generation``)."""
         known = watch.resolved
-        if known is None or known[0] != self.client.changes.generation:
+        if known is None or known[0] != generation:
             return None
         now = watch.last_used
         for addr_watch in known[2]:
@@ -351,12 +356,9 @@ class NamerdHttpInterpreter:
         while True:
             generation = changes.generation
             watch = self.client.bind_watch(path, dtab_text)
-            known = watch.resolved
-            if known is not None and known[0] == generation:
-                now = watch.last_used
-                for addr_watch in known[2]:
-                    addr_watch.last_used = now  # still in use: keep them from idling out
-                return known[1]  # type: ignore[no-any-return]
+            known = self._known(watch, generation)
+            if known is not None:
+                return known
             result = self._current(watch)
             if isinstance(result, Destination):
                 watch.resolved = (
@@ -604,7 +606,13 @@ class DefaultInterpreter:
             or not isinstance(cached.result, Destination)
         ):
             return None
+        return self._hit(cached)
+
+    def _hit(self, cached: _Cached) -> Destination | None:
+        """``cached``'s destination (marked used, its DNS names touched), or None."""
         now = cached.last_used = trio.current_time()
+        if not isinstance(cached.result, Destination):
+            return None
         if now - cached.touched_at > self._touch_interval_s:
             self._touch(cached.result)
             cached.touched_at = now
@@ -622,12 +630,9 @@ class DefaultInterpreter:
             if cached is None or cached.generation != self.changes.generation:
                 cached = self._compute(path, dtab)
                 self._store(key, cached)
-            now = cached.last_used = trio.current_time()
-            if isinstance(cached.result, Destination):
-                if now - cached.touched_at > self._touch_interval_s:
-                    self._touch(cached.result)
-                    cached.touched_at = now
-                return cached.result
+            dest = self._hit(cached)
+            if dest is not None:
+                return dest
             if isinstance(cached.result, InterpreterError):
                 raise type(cached.result)(cached.result.message)
             if trio.current_time() >= deadline:
