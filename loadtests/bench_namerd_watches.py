@@ -9,7 +9,7 @@ same Redis and measures replica-to-replica propagation (PUT on A -> watch on B).
 Every figure is printed together with a baseline measured in the same run (one stream), since
 these machines are noisy; nothing here asserts on time.
 
-    python loadtests/bench_namerd_watches.py --streams 5000 --rounds 3
+    python -m loadtests.bench_namerd_watches --streams 5000 --rounds 3
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,19 +28,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from loadtests.stack import free_ports
+
 HOST = "127.0.0.1"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (held open together so they cannot repeat)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def start_namerd(

@@ -9,7 +9,7 @@ worker routes by it" is really measured. After each PUT it polls every connectio
 one is answered by the new backend; the flip's propagation time is when the LAST connection
 switched.
 
-    python loadtests/bench_propagation.py --flips 50 --workers 2
+    python -m loadtests.bench_propagation --flips 50 --workers 2
 
 Prints p50/p99/max over the flips, and the number of failed requests (must be 0).
 """
@@ -34,18 +34,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from loadtests.stack import free_ports
+
 HOST = "127.0.0.1"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def backend(name: str) -> ThreadingHTTPServer:

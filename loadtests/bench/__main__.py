@@ -289,30 +289,18 @@ def main(argv: list[str] | None = None) -> int:
                         f"  errors {res.errors}",
                         flush=True,
                     )
-        if not args.skip_propagation:
-            print(f"propagation benchmark ({args.flips} flips)", flush=True)
-            results["propagation"] = _run_json(
-                [
-                    sys.executable,
-                    str(REPO / "loadtests" / "bench_propagation.py"),
-                    "--flips",
-                    str(args.flips),
-                    "--workers",
-                    str(args.workers),
-                ],
-                timeout_s=600,
-            )
-        if not args.skip_watches:
-            print(f"namerd watch capacity ({args.watch_streams} streams)", flush=True)
-            results["watches"] = _run_json(
-                [
-                    sys.executable,
-                    str(REPO / "loadtests" / "bench_namerd_watches.py"),
-                    "--streams",
-                    str(args.watch_streams),
-                ],
-                timeout_s=900,
-            )
+        side_benchmarks = [
+            ("propagation", args.skip_propagation, "bench_propagation",
+             ["--flips", str(args.flips), "--workers", str(args.workers)], 600),
+            ("watches", args.skip_watches, "bench_namerd_watches",
+             ["--streams", str(args.watch_streams)], 900),
+        ]  # fmt: skip
+        for key, skip, module, options, timeout_s in side_benchmarks:
+            if not skip:
+                print(f"{module} {' '.join(options)}", flush=True)
+                results[key] = _run_json(
+                    [sys.executable, "-m", f"loadtests.{module}", *options], timeout_s
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

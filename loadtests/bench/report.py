@@ -308,7 +308,7 @@ def render(
         add("## dtab propagation")
         add("")
         add(
-            "`loadtests/bench_propagation.py "
+            "`python -m loadtests.bench_propagation "
             f"--flips {prop['flips']} --workers {prop['workers']}`: "
             f"time from a dtab PUT to namerd until every one of {prop['connections']} held "
             "keep-alive connections is answered by the new backend; the connections were "
@@ -327,7 +327,7 @@ def render(
     if watches:
         add("## namerd watch capacity")
         add("")
-        add("`loadtests/bench_namerd_watches.py` (namerd with 2 workers, embedded Redis):")
+        add("`python -m loadtests.bench_namerd_watches` (namerd with 2 workers, embedded Redis):")
         add("")
         add("```json")
         add(json.dumps(watches, indent=2))
