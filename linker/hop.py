@@ -119,19 +119,21 @@ def via_value(headers: Headers, http_version: str) -> bytes:
     return b", ".join([*existing, ours]) if existing else ours
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
+def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> Headers:
     """``headers`` without hop-by-hop fields: those of :data:`HOP_BY_HOP` and any field that a
     ``Connection`` header names (RFC 7230 §6.1: ``Connection: close, x-foo`` makes ``x-foo``
     hop-by-hop).  Used on requests and responses alike, as Linkerd does; so Upgrade (e.g.
-    WebSocket) does not pass through the linker.
+    WebSocket) does not pass through the linker.  ``also``: more (lower-case) names to drop
+    in the same pass.
     """
     named = {
         *_comma_tokens(get_all(headers, b"connection")),
         *_comma_tokens(get_all(headers, b"proxy-connection")),
     }
+    drop = HOP_BY_HOP | also if also else HOP_BY_HOP
     if not named:  # the usual case: one set lookup per field
-        return [(k, v) for k, v in headers if k not in HOP_BY_HOP]
-    return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named]
+        return [(k, v) for k, v in headers if k not in drop]
+    return [(k, v) for k, v in headers if k not in drop and k not in named]
 
 
 def add_via(headers: Headers, http_version: str) -> Headers:

@@ -66,6 +66,7 @@ BACKSTOP_S = 1.0
 _CTX_PREFIX = b"l5d-ctx-"
 _CTX_DTAB = b"l5d-ctx-dtab"
 _USER_DTAB = b"l5d-dtab"
+_DTAB_HEADERS = frozenset({_CTX_DTAB, _USER_DTAB})  # replaced by one l5d-ctx-dtab upstream
 _WEIGHT = "endpoint_addr_weight"
 
 
@@ -499,9 +500,7 @@ class Router:
             )
         deadline = self.now() + (limit_s if limit_s is not None else float("inf"))
         # The upstream head in one pass over the fields (this runs for every request).
-        upstream_headers = [
-            (k, v) for k, v in hop.strip_hop_by_hop(headers) if k != _USER_DTAB and k != _CTX_DTAB
-        ]
+        upstream_headers = hop.strip_hop_by_hop(headers, _DTAB_HEADERS)
         fields: dict[bytes, bytes] = {}
         if overrides:
             fields[_CTX_DTAB] = overrides.show().encode("latin-1")
