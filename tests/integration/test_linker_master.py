@@ -859,9 +859,11 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         assert load.ok, "the load loop never got an answer"
         # After the listeners closed, the only outcome is a refused connect. A connection that
         # the kernel queued in the instant between the last worker's final accept() and its
-        # close() is reset before any byte (RFC 9110 §9.2.2: safe to retry); none expected.
+        # close() is reset before any byte (RFC 9110 §9.2.2: safe to retry). Linux offers no
+        # way to stop a listener from queueing while keeping what it queued, so that window
+        # can't be closed; it was hit once in ~7 CI runs. At most that one connection.
         assert load.refused == 1
-        assert load.no_response == 0
+        assert load.no_response <= 1
         assert "stopped (exit code 0)" in lk.log()
 
 
