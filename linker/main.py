@@ -21,16 +21,16 @@ from typing import Any
 
 import trio
 
-from .admin import AdminServer
-from .config import ConfigError, LinkerConfig, RouterConfig, load_config
-from .delegation import make_delegate
-from .identifiers import build_identifier
-from .interpreter import build_interpreter
-from .master import Master, MasterSettings
-from .router import Router
-from .server import ServerLimits, serve_listeners
-from .upstream import PoolLimits, UpstreamPool
-from .worker import WorkerContext
+from linker.config.load import ConfigError, LinkerConfig, RouterConfig, load_config
+from linker.http.server import ServerLimits, serve_listeners
+from linker.http.upstream import PoolLimits, UpstreamPool
+from linker.naming.explain import make_delegate
+from linker.naming.interpreter import build_interpreter
+from linker.process.admin import AdminServer
+from linker.process.master import Master, MasterSettings
+from linker.process.worker import WorkerContext
+from linker.routing.identifiers import build_identifier
+from linker.routing.router import Router
 
 __all__ = ["main", "worker_main"]
 

@@ -18,11 +18,11 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from .admin import build_admin_app
-from .api import add_api_routes
-from .config import NamerdConfig
-from .metrics import SNAPSHOT_INTERVAL_S
-from .runtime import Runtime
+from namerd.config import NamerdConfig
+from namerd.http.admin import build_admin_app
+from namerd.http.api import add_api_routes
+from namerd.metrics import SNAPSHOT_INTERVAL_S
+from namerd.runtime import Runtime
 
 __all__ = ["NamerdASGI", "begin_shutdown", "create_app"]
 

@@ -44,10 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
+from namerd.configfile import ConfigError, Pos, Section, load_yaml
 from shared import DtabParseError, Path
 from shared.configtree import located_dict
-
-from .configfile import ConfigError, Pos, Section, load_yaml
 
 __all__ = [
     "AdminConfig",

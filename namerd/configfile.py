@@ -10,10 +10,9 @@ from typing import Any
 
 import yaml
 
+from namerd.errors import NamerdError
 from shared import configtree
 from shared.configtree import LocatedDict, LocatedList, Pos
-
-from .errors import NamerdError
 
 __all__ = ["ConfigError", "LocatedDict", "LocatedList", "Pos", "Section", "load_yaml"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .config import ConfigError, NamerdConfig, load_config
-from .embedded_redis import EmbeddedRedis
-from .errors import NamerdError
+from namerd.config import ConfigError, NamerdConfig, load_config
+from namerd.errors import NamerdError
+from namerd.storage.embedded_redis import EmbeddedRedis
 
 __all__ = ["main"]
 
@@ -74,7 +74,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         )
 
     def load(self) -> Any:
-        from .app import create_app
+        from namerd.app import create_app
 
         return create_app(self.namerd_config, self.redis_url, self.run_dir)
 

@@ -15,17 +15,16 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from namerd.config import NamerdConfig
+from namerd.errors import StorageError
+from namerd.metrics import Metrics
+from namerd.naming.interpreter import Interpreter
+from namerd.naming.namers import build_namer
+from namerd.naming.namers.addr_mirror import AddrMirror
+from namerd.naming.namers.base import Namer, Notifier
+from namerd.naming.namers.inet import InetResolver
+from namerd.storage.store import RedisDtabStore, VersionedDtab
 from shared import Dtab, DtabParseError
-
-from .config import NamerdConfig
-from .errors import StorageError
-from .interpreter import Interpreter
-from .metrics import Metrics
-from .namers import build_namer
-from .namers.addr_mirror import AddrMirror
-from .namers.base import Namer, Notifier
-from .namers.inet import InetResolver
-from .store import RedisDtabStore, VersionedDtab
 
 __all__ = ["DtabCache", "Runtime", "parse_stored"]
 

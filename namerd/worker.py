@@ -20,7 +20,7 @@ with warnings.catch_warnings():
 
 from uvicorn.server import Server
 
-from .app import begin_shutdown
+from namerd.app import begin_shutdown
 
 __all__ = ["NamerdWorker"]
 

@@ -31,10 +31,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import trio
 
-from linker.admin import AdminServer
-from linker.heartbeat import Heartbeat
-from linker.master import Master, MasterSettings
-from linker.worker import (
+from linker.process.admin import AdminServer
+from linker.process.heartbeat import Heartbeat
+from linker.process.master import Master, MasterSettings
+from linker.process.worker import (
     EXIT_BOOT_FAILURE,
     EXIT_ERROR,
     EXIT_OK,

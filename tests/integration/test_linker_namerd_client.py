@@ -22,7 +22,7 @@ import httpx
 import pytest
 import trio
 
-from linker.interpreter import (
+from linker.naming.interpreter import (
     BindFailure,
     BindTimeout,
     Destination,

@@ -209,7 +209,7 @@ class _Port:
 
 
 def test_l5d_ctx_deadline_is_honoured_and_propagated(tmp_path: Path) -> None:
-    from linker.deadline import format_deadline, parse_deadline
+    from linker.routing.deadline import format_deadline, parse_deadline
 
     from .namerd_proc import free_ports
 

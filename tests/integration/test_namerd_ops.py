@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from namerd.embedded_redis import EmbeddedRedis
+from namerd.storage.embedded_redis import EmbeddedRedis
 
 from .namerd_proc import running_namerd, start_namerd
 from .test_namerd_watch import Lines, wait_until, watch

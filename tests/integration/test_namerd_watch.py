@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from namerd.embedded_redis import find_redis_server
+from namerd.storage.embedded_redis import find_redis_server
 
 from .namerd_proc import Namerd
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from namerd.embedded_redis import EmbeddedRedis, find_redis_server
-from namerd.store import RedisDtabStore
+from namerd.storage.embedded_redis import EmbeddedRedis, find_redis_server
+from namerd.storage.store import RedisDtabStore
 
 # Upper bound for every "wait until something happens" in these tests. It only limits how
 # long a broken test hangs; a passing test is never slowed down by it.

@@ -1,0 +1,5 @@
+"""Naming on the linker's side: interpreters turning a logical name into bound endpoints.
+
+The default interpreter binds with the router's own dtab and local namers; the namerd
+interpreter watches namerd. Route explanations for the admin server live here too.
+"""

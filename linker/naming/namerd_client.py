@@ -1,0 +1,841 @@
+"""The ``io.l5d.namerd.http`` interpreter's transport: namerd watch streams over trio + h11.
+
+What it does (reference namerd-api.md §5, and where we differ, why):
+
+* **Watches.** ``GET /api/1/bind/<ns>?path=<p>&dtab=<local dtab>&watch=1`` per distinct
+  (path, local dtab) and ``GET /api/1/addr/<ns>?path=<id>&watch=1`` per bound id seen in any
+  bind tree. Each is ONE long-lived HTTP/1.1 connection shared by every request of the worker:
+  the first caller creates the watch, later ones read its current value from memory.
+* **Stream format.** A chunked body of JSON values, one per line; a blank line is a heartbeat
+  (our namerd sends one every ``watchHeartbeatMs``); ``{"type":"exception",...}`` on a bind
+  stream means "binding failed" and is kept as a failure state (:class:`BindError`) until a
+  good tree replaces it, so a dtab that loops is reported (502 naming the loop) rather than
+  silently ignored. A line that is not JSON (Linkerd's namerd writes its error as plain text
+  and closes the stream) is a failure with that text: :class:`BindError` on a bind stream,
+  ``AddrFailed`` on an addr stream.
+* **Seeding.** namerd puts each leaf's addr inline in the bind tree. Linkerd ignores it and
+  waits for its own addr watch; we use it as the addr watch's first value when that watch has
+  none yet, so a cold name costs one round trip instead of two. The addr watch's own values
+  replace it as they arrive.
+* **Last-known state.** A value stays until namerd sends another one: a closed stream, a
+  refused connection or a namerd restart keeps it (Linkerd's behaviour; no expiry).
+  Reconnected streams start with namerd's *current* value, so changes made while we were away
+  are picked up on reconnect.
+* **Reconnects, forever.** A stream that had connected and then ended (namerd restart, EOF,
+  reset) is re-opened after ``first_retry_s`` (default 0.2 s, jittered): Linkerd re-sends at
+  once, we wait a moment so a namerd that accepts and closes cannot make us spin. Failures to
+  get a 200 back-off exponentially with jitter (:func:`backoff_delay_s`): ``first_retry_s``,
+  then ``retry_base_s``, doubling up to ``retry_max_s`` (Linkerd's ``retry`` block; our
+  defaults are 0.5 s and 5 s where Linkerd's are 5 s and 600 s, so a namerd that returns is
+  used again within seconds, not minutes). The quick first retry covers the common blip (one
+  namerd replica restarting); the jittered exponential part still spreads a fleet's retries.
+  And when one watch gets through again, the others waiting out a backoff retry at once
+  (within ``rejoin_jitter_s``): namerd is back, so every name is current again in about the
+  time of the first successful retry, not of the longest backoff (up to ``retry_max_s``).
+* **Dead connections.** A stream that brings nothing, not even a heartbeat, for
+  ``stream_idle_timeout_s`` (default 60 s, four of our namerd's default 15 s heartbeats) is
+  considered dead (a NAT or a half-open TCP connection) and re-opened. Against Linkerd's namerd,
+  which never heartbeats, that only costs a cheap reconnect per idle minute.
+* **Idle watches.** A watch nobody asked about for ``idle_ttl_s`` (default 600 s, Linkerd's
+  ``bindingCache.idleTtlSecs``) is closed, and at most ``max_watches`` (default 1000, Linkerd's
+  binding cache size) of each kind are kept, least recently used first out, so random
+  per-request dtabs cannot open connections without bound.
+* **namerd addresses.** ``dst`` is a list of (host, port) tried in order on every (re)connect,
+  each bounded by ``connect_timeout_s`` (default 3 s).
+
+Everything runs in the nursery of :meth:`NamerdClient.run`; callers (request tasks of the same
+trio run) only read memory and wait on :attr:`NamerdClient.changes`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import quote, urlencode
+
+import h11
+import trio
+
+from linker.naming.local_namers import Changes
+from shared import (
+    ADDR_PENDING,
+    Addr,
+    AddrBound,
+    AddrFailed,
+    AddrPending,
+    Bound,
+    DtabParseError,
+    NameTree,
+    Path,
+    SharedError,
+    leaves,
+    read_name_tree,
+    show_tree,
+)
+from shared.wire import addr_from_json, bound_tree_from_json
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_FIRST_RETRY_S",
+    "DEFAULT_IDLE_TTL_S",
+    "DEFAULT_MAX_WATCHES",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_REQUEST_TIMEOUT_S",
+    "DEFAULT_RETRY_BASE_S",
+    "DEFAULT_RETRY_MAX_S",
+    "DEFAULT_STREAM_IDLE_TIMEOUT_S",
+    "BindError",
+    "BindValue",
+    "NamerdClient",
+    "NamerdError",
+    "Watch",
+    "backoff_delay_s",
+    "decode_addr_line",
+    "decode_bind_line",
+    "parse_dst",
+    "tree_ids",
+]
+
+log = logging.getLogger("linker.namerd")
+
+DEFAULT_NAMESPACE: Final = "default"
+#: ``retry.baseSeconds``: the second retry waits this long (then it doubles). Linkerd: 5 s.
+DEFAULT_RETRY_BASE_S: Final = 0.5
+#: ``retry.maxSeconds``: the longest wait between two connection attempts. Linkerd: 600 s,
+#: which left linkers on stale routes for up to ten minutes after namerd came back; a
+#: reconnect is one cheap request, and jitter spreads a fleet's retries out.
+DEFAULT_RETRY_MAX_S: Final = 5.0
+#: The first retry after a failure or a lost stream (ours; see the module docstring).
+DEFAULT_FIRST_RETRY_S: Final = 0.2
+#: When a watch reaches namerd again, the others in backoff retry within this (spread).
+DEFAULT_REJOIN_JITTER_S: Final = 0.2
+#: A watch nobody used for this long is closed (Linkerd's ``bindingCache.idleTtlSecs``).
+DEFAULT_IDLE_TTL_S: Final = 600.0
+#: The longest wait for a TCP connection to one namerd address.
+DEFAULT_CONNECT_TIMEOUT_S: Final = 3.0
+#: A stream silent (no value, no heartbeat) for this long is re-opened.
+DEFAULT_STREAM_IDLE_TIMEOUT_S: Final = 60.0
+#: The longest a one-shot request (delegate) may take, connection included.
+DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
+#: Most watches of each kind (bind, addr) kept open (Linkerd's binding cache size).
+DEFAULT_MAX_WATCHES: Final = 1000
+
+#: A single streamed value larger than this is refused (protects the worker's memory).
+MAX_LINE_BYTES: Final = 4 * 1024 * 1024
+#: How much of an error response body (or one-shot response) we keep.
+MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+_RECEIVE_BYTES: Final = 64 * 1024
+_USER_AGENT: Final = "l5py-linker (io.l5d.namerd.http)"
+
+
+class NamerdError(Exception):
+    """Talking to namerd failed (connect, protocol, status, timeout); the message says how.
+
+    ``status`` is namerd's HTTP status when it answered with something other than 200.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+def backoff_delay_s(
+    attempt: int,
+    *,
+    first_s: float = DEFAULT_FIRST_RETRY_S,
+    base_s: float = DEFAULT_RETRY_BASE_S,
+    max_s: float = DEFAULT_RETRY_MAX_S,
+    jitter: float = 1.0,
+) -> float:
+    """How long to wait before connection attempt number ``attempt + 1``.
+
+    ``attempt`` counts consecutive failures (1 = the first). The nominal delays are
+    ``first_s``, ``base_s``, ``2*base_s``, ``4*base_s`` ... capped at ``max_s``; ``jitter`` in
+    [0, 1] (a ``random.random()``) picks a point in the upper half, ``[d/2, d]``, so a fleet of
+    linkers reconnecting to a restarted namerd spreads out but none waits much less than ``d``.
+    """
+    if attempt < 1:
+        return 0.0
+    if attempt == 1:
+        nominal = min(first_s, max_s)
+    else:
+        # Cap the exponent: 2**1000 would overflow a float long after max_s is reached.
+        nominal = min(max_s, base_s * 2.0 ** min(attempt - 2, 64))
+    return nominal * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
+
+
+def parse_dst(dst: str | Sequence[str]) -> list[tuple[str, int]]:
+    """namerd's addresses from the interpreter's ``dst``, in the order to try them.
+
+    ``dst`` is a Finagle path ``/$/inet/<host>/<port>``, a name tree of such paths
+    (``/$/inet/a/4180 | /$/inet/b/4180``: leaves in order), or a list of them.
+
+    Raises:
+        ValueError: anything that is not ``/$/inet/<host>/<port>`` (other namers would need
+            the linker's own namers to find namerd, which we do not do).
+    """
+    texts = [dst] if isinstance(dst, str) else list(dst)
+    if not texts:
+        raise ValueError("dst must name at least one namerd, e.g. /$/inet/127.0.0.1/4180")
+    out: list[tuple[str, int]] = []
+    for text in texts:
+        if not isinstance(text, str):
+            raise ValueError(f"dst must be a path such as /$/inet/namerd/4180, got {text!r}")
+        try:
+            tree = read_name_tree(text)
+        except DtabParseError as err:
+            raise ValueError(f"dst {text!r} is not a path: {err}") from err
+        for path in leaves(tree):
+            labels = path.labels
+            ok = len(labels) == 4 and labels[0] == b"$" and labels[1] in (b"inet", b"fixedinet")
+            port = labels[3].decode("ascii", "replace") if ok else ""
+            if not ok or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ValueError(
+                    f"dst {path.show()} must be /$/inet/<host>/<port>, e.g. /$/inet/127.0.0.1/4180"
+                )
+            host = labels[2].decode("utf-8", "replace")
+            if (host, int(port)) not in out:
+                out.append((host, int(port)))
+    if not out:
+        raise ValueError(f"dst {dst!r} names no namerd address")
+    return out
+
+
+@dataclass(frozen=True)
+class BindValue:
+    """A bind tree from namerd, and the addrs namerd showed inline per bound id."""
+
+    tree: NameTree[Bound]
+    inline_addrs: Mapping[Path, Addr]
+
+
+@dataclass(frozen=True)
+class BindError:
+    """namerd said binding fails (or sent something we cannot read); ``message`` says why."""
+
+    message: str
+
+
+def _json(line: bytes) -> Any:
+    return json.loads(line.decode("utf-8"))
+
+
+def decode_bind_line(line: bytes) -> BindValue | BindError:
+    """One bind-stream value. Never raises: what cannot be read becomes a :class:`BindError`."""
+    try:
+        value = _json(line)
+    except (UnicodeDecodeError, ValueError):
+        text = line.decode("utf-8", "replace").strip()
+        return BindError(f"namerd: {text}" if text else "namerd sent an empty error")
+    if isinstance(value, dict) and value.get("type") == "exception":
+        message = value.get("message")
+        return BindError(str(message) if message else "namerd reported a binding failure")
+    try:
+        tree, addrs = bound_tree_from_json(value)
+    except (SharedError, RecursionError) as err:
+        return BindError(f"namerd sent a bind tree we cannot read: {err}")
+    return BindValue(tree, addrs)
+
+
+def decode_addr_line(line: bytes) -> Addr:
+    """One addr-stream value. Never raises: what cannot be read becomes ``AddrFailed``."""
+    try:
+        value = _json(line)
+    except (UnicodeDecodeError, ValueError):
+        text = line.decode("utf-8", "replace").strip()
+        return AddrFailed(f"namerd: {text}" if text else "namerd sent an empty error")
+    try:
+        return addr_from_json(value)
+    except SharedError as err:
+        return AddrFailed(f"namerd sent an addr we cannot read: {err}")
+
+
+def _connect_error(err: OSError) -> str:
+    """The useful part of a connect error: trio wraps the per-address ones in a group."""
+    causes = getattr(err.__cause__, "exceptions", None) or (err,)
+    # trio's per-address errors read "Error connecting to (...): Connection refused"; the
+    # address is already in our message, so keep the reason only.
+    reasons = {
+        os.strerror(c.errno) if c.errno else (c.strerror or str(c))
+        for c in causes
+        if isinstance(c, OSError)
+    }
+    return ", ".join(sorted(reasons)) or str(err)
+
+
+# -- watches ------------------------------------------------------------------------------------
+
+WatchStatus = Literal["connecting", "connected", "retrying", "closed"]
+
+
+@dataclass(eq=False)
+class Watch:
+    """One watch stream and its last-known value.
+
+    ``value`` is None until the first value arrives; for a bind watch it is a
+    :class:`BindValue` or :class:`BindError`, for an addr watch an ``Addr``. The rest is for
+    admin pages and metrics. Times ending in ``_at`` are wall-clock (``time.time()``);
+    ``last_used`` is on the trio clock.
+    """
+
+    kind: Literal["bind", "addr"]
+    path: Path
+    dtab: str | None
+    target: str
+    last_used: float
+    value: BindValue | BindError | Addr | None = None
+    status: WatchStatus = "connecting"
+    dst: tuple[str, int] | None = None
+    reconnects: int = 0
+    last_update_at: float | None = None
+    last_data_at: float | None = None
+    last_error: str | None = None
+    retry_in_s: float | None = None
+    raw: bytes | None = field(default=None, repr=False)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope, repr=False)
+    # The interpreter's last answer for a bind watch: (changes.generation, destination, the
+    # addr watches it used). Valid while no watch changed, so the hot path skips the tree walk.
+    resolved: tuple[int, Any, tuple[Watch, ...]] | None = field(default=None, repr=False)
+    # The value came from another worker's last-known state (see NamerdClient.import_last_known)
+    # because namerd could not be reached; False again once namerd itself answers.
+    last_known: bool = False
+
+    def is_connected(self) -> bool:
+        """True while namerd's 200 answer is streaming to us."""
+        return self.status == "connected"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary."""
+        out: dict[str, Any] = {"path": self.path.show()}
+        if self.dtab is not None:
+            out["dtab"] = self.dtab
+        out.update(
+            status=self.status,
+            dst=None if self.dst is None else f"{self.dst[0]}:{self.dst[1]}",
+            has_value=self.value is not None,
+            value=_summary(self.value),
+            reconnects=self.reconnects,
+            last_update_at=self.last_update_at,
+            last_data_at=self.last_data_at,
+            last_error=self.last_error,
+            retry_in_s=self.retry_in_s,
+            last_known=self.last_known,
+        )
+        return out
+
+
+def _summary(value: BindValue | BindError | Addr | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, BindValue):
+        return show_tree(value.tree)
+    if isinstance(value, BindError):
+        return f"error: {value.message}"
+    if isinstance(value, AddrBound):
+        return " ".join(f"{a.ip}:{a.port}" for a in value.sorted_addrs()) or "(no endpoints)"
+    if isinstance(value, AddrFailed):
+        return f"failed: {value.cause}"
+    return repr(value)
+
+
+class NamerdClient:
+    """Shared namerd watches for one worker; see the module docstring.
+
+    Args:
+        dst: namerd addresses, tried in order.
+        namespace: the namerd namespace (dtab) to bind in. Default ``default``.
+        retry_base_s / retry_max_s: the exponential backoff (Linkerd's ``retry``); defaults
+            5 s and 600 s. ``first_retry_s``: the first, quick retry; default 0.2 s.
+        idle_ttl_s: close watches unused this long. Default 600 s.
+        connect_timeout_s: per namerd address. Default 3 s.
+        stream_idle_timeout_s: re-open a stream silent this long. Default 60 s.
+        request_timeout_s: one-shot requests (delegate). Default 5 s.
+        max_watches: most watches of each kind. Default 1000.
+        rejoin_jitter_s: when one watch reaches namerd again, the others waiting out a backoff
+            retry at a random moment within this. Default 0.2 s.
+        rand: the jitter source (``random.random``); injectable for tests.
+    """
+
+    def __init__(
+        self,
+        dst: Sequence[tuple[str, int]],
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        retry_base_s: float = DEFAULT_RETRY_BASE_S,
+        retry_max_s: float = DEFAULT_RETRY_MAX_S,
+        first_retry_s: float = DEFAULT_FIRST_RETRY_S,
+        idle_ttl_s: float = DEFAULT_IDLE_TTL_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        max_watches: int = DEFAULT_MAX_WATCHES,
+        rejoin_jitter_s: float = DEFAULT_REJOIN_JITTER_S,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if not dst:
+            raise ValueError("dst must hold at least one namerd address")
+        if not namespace:
+            raise ValueError("namespace must not be empty")
+        if not 0 < retry_base_s <= retry_max_s:
+            raise ValueError(
+                f"retry needs 0 < baseSeconds <= maxSeconds, got {retry_base_s}, {retry_max_s}"
+            )
+        for name, value in (
+            ("first_retry_s", first_retry_s),
+            ("idle_ttl_s", idle_ttl_s),
+            ("connect_timeout_s", connect_timeout_s),
+            ("stream_idle_timeout_s", stream_idle_timeout_s),
+            ("request_timeout_s", request_timeout_s),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if rejoin_jitter_s < 0:
+            raise ValueError(f"rejoin_jitter_s must be >= 0, got {rejoin_jitter_s!r}")
+        if max_watches < 1:
+            raise ValueError(f"max_watches must be >= 1, got {max_watches!r}")
+        self.dst = list(dst)
+        self.namespace = namespace
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.first_retry_s = first_retry_s
+        self.idle_ttl_s = idle_ttl_s
+        self.connect_timeout_s = connect_timeout_s
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.max_watches = max_watches
+        self.rejoin_jitter_s = rejoin_jitter_s
+        self._rand = rand
+        # Set (and replaced) each time a stream gets namerd's 200: wakes watches in backoff.
+        self._reached = trio.Event()
+        #: Notified whenever any watch's value changes.
+        self.changes = Changes()
+        self._binds: dict[tuple[Path, str], Watch] = {}
+        self._addrs: dict[Path, Watch] = {}
+        self._nursery: trio.Nursery | None = None
+        self._ns_quoted = quote(namespace, safe="")
+        self.closed_idle = 0
+        self.closed_evicted = 0
+        # (kind, path text, dtab text or None) -> namerd's raw answer, from other workers'
+        # last-known state: used only for a watch that has no value and can't reach namerd.
+        self._last_known: dict[tuple[str, str, str | None], bytes] = {}
+        self.used_last_known = 0
+
+    # -- watches --------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while :meth:`run` is running (watches can be opened)."""
+        return self._nursery is not None
+
+    def bind_watch(self, path: Path, dtab: str) -> Watch:
+        """The bind watch for (``path``, ``dtab`` as text), opened if needed; marks it used.
+
+        Raises:
+            RuntimeError: :meth:`run` is not running.
+        """
+        key = (path, dtab)
+        now = trio.current_time()
+        watch = self._binds.get(key)
+        if watch is not None:
+            watch.last_used = now
+            return watch
+        query = urlencode({"path": path.show(), "dtab": dtab, "watch": "1"}, quote_via=quote)
+        watch = Watch("bind", path, dtab, f"/api/1/bind/{self._ns_quoted}?{query}", now)
+        self._open(self._binds, key, watch)
+        return watch
+
+    def addr_watch(self, id: Path, seed: Addr | None = None) -> Watch:
+        """The addr watch for bound ``id``, opened if needed; marks it used.
+
+        ``seed`` (the addr namerd showed inline in a bind tree) becomes the value of a watch
+        that has none yet.
+
+        Raises:
+            RuntimeError: :meth:`run` is not running.
+        """
+        now = trio.current_time()
+        watch = self._addrs.get(id)
+        if watch is None:
+            query = urlencode({"path": id.show(), "watch": "1"}, quote_via=quote)
+            watch = Watch("addr", id, None, f"/api/1/addr/{self._ns_quoted}?{query}", now)
+            self._open(self._addrs, id, watch)
+        else:
+            watch.last_used = now
+        if watch.value is None and seed is not None and not isinstance(seed, AddrPending):
+            watch.value = seed
+            watch.last_update_at = time.time()
+            self.changes.notify()
+        return watch
+
+    def _open(self, table: dict[Any, Watch], key: Any, watch: Watch) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the namerd client is not running (call run() in a nursery)")
+        while len(table) >= self.max_watches:
+            oldest = min(table, key=lambda k: table[k].last_used)
+            self._close(table, oldest)
+            self.closed_evicted += 1
+        table[key] = watch
+        self._nursery.start_soon(self._watch_loop, watch)
+
+    def _close(self, table: dict[Any, Watch], key: Any) -> None:
+        watch = table.pop(key)
+        watch.status = "closed"
+        watch.scope.cancel()
+
+    def reap_idle(self) -> int:
+        """Close every watch unused for ``idle_ttl_s``; returns how many were closed."""
+        cutoff = trio.current_time() - self.idle_ttl_s
+        closed = 0
+        for table in (self._binds, self._addrs):
+            for key in [k for k, w in table.items() if w.last_used < cutoff]:
+                self._close(table, key)
+                closed += 1
+        self.closed_idle += closed
+        return closed
+
+    # -- the loops ------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the watch loops and the idle reaper until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                task_status.started()
+                # Check a few times per TTL so a watch lives at most ~1.25 TTL unused.
+                interval_s = max(0.05, min(self.idle_ttl_s / 4, 30.0))
+                while True:
+                    await trio.sleep(interval_s)
+                    self.reap_idle()
+            finally:
+                self._nursery = None
+                for table in (self._binds, self._addrs):
+                    for key in list(table):
+                        self._close(table, key)
+
+    async def _watch_loop(self, watch: Watch) -> None:
+        """Keep ``watch`` streaming, reconnecting forever, until its scope is cancelled."""
+        with watch.scope:
+            attempt = 0
+            while True:
+                unreachable = True  # the last failure was namerd not answering at all
+                watch.status = "connecting"
+                watch.retry_in_s = None
+                connected = False
+                try:
+                    connected = await self._stream(watch)
+                    error = "namerd ended the stream"
+                except NamerdError as err:
+                    error = str(err)
+                    connected = watch.is_connected()
+                    unreachable = err.status is None
+                except Exception as err:  # a bug must not kill every watch of the worker
+                    log.exception("namerd watch %s %s crashed", watch.kind, watch.path)
+                    error = f"unexpected error: {err!r}"
+                    connected = False
+                watch.last_error = error
+                if not connected and watch.value is None:
+                    self._use_last_known(watch)
+                attempt = 1 if connected else attempt + 1
+                if connected:
+                    # A stream that worked and ended (namerd restarting, an idle NAT) is routine.
+                    log.info(
+                        "namerd stream %s %s ended (%s); re-opening", watch.kind, watch.path, error
+                    )
+                else:
+                    # The first failures of a streak are worth a warning; the rest would flood logs.
+                    level = logging.WARNING if attempt <= 2 else logging.DEBUG
+                    log.log(
+                        level, "namerd request failed: %s %s: %s", watch.kind, watch.path, error
+                    )
+                delay_s = backoff_delay_s(
+                    attempt,
+                    first_s=self.first_retry_s,
+                    base_s=self.retry_base_s,
+                    max_s=self.retry_max_s,
+                    jitter=self._rand(),
+                )
+                watch.status = "retrying"
+                watch.retry_in_s = delay_s
+                reached = self._reached
+                with trio.move_on_after(delay_s):
+                    if not unreachable:
+                        # namerd answered, with an error for this watch: another watch getting
+                        # through says nothing about this one, so wait out the backoff.
+                        await trio.sleep_forever()
+                    await reached.wait()  # another watch got through: namerd is back
+                    await trio.sleep(self._rand() * self.rejoin_jitter_s)
+                watch.reconnects += 1
+
+    async def _connect(self) -> tuple[trio.SocketStream, tuple[str, int]]:
+        errors: list[str] = []
+        for host, port in self.dst:
+            try:
+                with trio.fail_after(self.connect_timeout_s):
+                    stream = await trio.open_tcp_stream(host, port)
+            except trio.TooSlowError:
+                errors.append(f"{host}:{port}: connect timed out after {self.connect_timeout_s}s")
+                continue
+            except OSError as err:
+                errors.append(f"{host}:{port}: {_connect_error(err)}")
+                continue
+            # Keepalive lets the kernel notice a peer that vanished without a FIN.
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            return stream, (host, port)
+        raise NamerdError("cannot connect to namerd: " + "; ".join(errors))
+
+    def _request(self, target: str, host: str, port: int, *, close: bool) -> h11.Request:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        headers = [("Host", authority), ("Accept", "application/json"), ("User-Agent", _USER_AGENT)]
+        if close:
+            headers.append(("Connection", "close"))
+        return h11.Request(method="GET", target=target, headers=headers)
+
+    async def _stream(self, watch: Watch) -> bool:
+        """Stream ``watch`` until namerd ends it; True if a 200 response was received.
+
+        Raises:
+            NamerdError: connecting failed, namerd did not answer 200, the stream broke or
+                went silent for ``stream_idle_timeout_s``.
+        """
+        stream, dst = await self._connect()
+        watch.dst = dst
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            try:
+                await stream.send_all(
+                    conn.send(self._request(watch.target, *dst, close=False))
+                    + (conn.send(h11.EndOfMessage()) or b"")
+                )
+                buf = bytearray()
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        with trio.move_on_after(self.stream_idle_timeout_s) as timer:
+                            data = await stream.receive_some(_RECEIVE_BYTES)
+                        if timer.cancelled_caught:
+                            raise NamerdError(
+                                f"nothing from namerd for {self.stream_idle_timeout_s}s "
+                                "(not even a heartbeat)"
+                            )
+                        conn.receive_data(data)
+                        continue
+                    if isinstance(event, h11.Response):
+                        if event.status_code != 200:
+                            body = await self._read_body(conn, stream, 4096)
+                            self._http_error(watch, event.status_code, body)
+                            raise NamerdError(
+                                f"namerd answered {event.status_code}: "
+                                f"{body.decode('utf-8', 'replace').strip()[:500]}",
+                                status=event.status_code,
+                            )
+                        watch.status = "connected"
+                        watch.last_data_at = time.time()
+                        self._reached.set()  # wake the watches in backoff (_watch_loop)
+                        self._reached = trio.Event()
+                    elif isinstance(event, h11.Data):
+                        watch.last_data_at = time.time()
+                        buf += event.data
+                        while (i := buf.find(b"\n")) >= 0:
+                            line = bytes(buf[:i])
+                            del buf[: i + 1]
+                            self._on_line(watch, line)
+                        if len(buf) > MAX_LINE_BYTES:
+                            raise NamerdError(f"a value longer than {MAX_LINE_BYTES} bytes")
+                    elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                        if buf.strip():
+                            self._on_line(watch, bytes(buf))
+                        return watch.status == "connected"
+            except h11.ProtocolError as err:
+                raise NamerdError(f"broken HTTP from namerd: {err}") from err
+            except (trio.BrokenResourceError, OSError) as err:
+                raise NamerdError(f"connection to namerd lost: {err}") from err
+
+    async def _read_body(
+        self, conn: h11.Connection, stream: trio.SocketStream, limit: int
+    ) -> bytes:
+        """The rest of a response body, at most ``limit`` bytes, bounded in time."""
+        body = bytearray()
+        with trio.move_on_after(self.request_timeout_s):
+            while len(body) < limit:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(_RECEIVE_BYTES))
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                else:
+                    break
+        return bytes(body[:limit])
+
+    def _http_error(self, watch: Watch, status: int, body: bytes) -> None:
+        """A non-200 answer. A 4xx with no value yet becomes the value: namerd refused the
+        request itself, and a caller waiting for a first value should hear why at once."""
+        if status >= 500 or watch.value is not None:
+            return
+        text = body.decode("utf-8", "replace").strip()[:500]
+        message = f"namerd answered {status} for {watch.kind} {watch.path.show()}: {text}"
+        watch.value = BindError(message) if watch.kind == "bind" else AddrFailed(message)
+        watch.last_update_at = time.time()
+        self.changes.notify()
+
+    def _on_line(self, watch: Watch, line: bytes, *, last_known: bool = False) -> None:
+        line = line.strip()
+        if not line:
+            return  # heartbeat
+        watch.last_known = last_known
+        if line == watch.raw:
+            return  # a repeat (namerd suppresses them, but a reconnect resends the current one)
+        if watch.kind == "bind":
+            value: BindValue | BindError | Addr = decode_bind_line(line)
+            if isinstance(value, BindValue):
+                for leaf in leaves(value.tree):
+                    addr = self.addr_watch(leaf.id, value.inline_addrs.get(leaf.id))
+                    if last_known and addr.raw is None and addr.value is not None:
+                        addr.last_known = True  # seeded from a borrowed answer: say so
+        else:
+            value = decode_addr_line(line)
+            if value is ADDR_PENDING or isinstance(value, AddrPending):
+                return  # namerd never sends it; if one does, keep waiting for a real value
+        watch.raw = line
+        watch.value = value
+        watch.last_update_at = time.time()
+        self.changes.notify()
+
+    # -- last-known state shared between workers ------------------------------------------------
+    def export_last_known(self) -> dict[str, Any]:
+        """Every watch's last answer from namerd, as JSON-able data for
+        :meth:`import_last_known` in another worker (or a successor of this one)."""
+        watches = [
+            {
+                "kind": w.kind,
+                "path": w.path.show(),
+                "dtab": w.dtab,
+                "raw": w.raw.decode("utf-8", "replace"),
+            }
+            for table in (self._binds, self._addrs)
+            for w in table.values()
+            if w.raw is not None
+        ]
+        return {"namespace": self.namespace, "watches": watches}
+
+    def import_last_known(self, state: Mapping[str, Any]) -> int:
+        """Remember another worker's last-known answers (a later import wins per name).
+
+        They are used only by a watch that has no value yet and whose connection to namerd
+        failed: a worker started (or restarted, or replaced by SIGHUP) while namerd is down
+        routes the names its siblings knew instead of failing them after bindingTimeoutMs.
+        As soon as namerd answers, its answer replaces them. State for another namespace is
+        ignored. Returns how many answers were taken.
+        """
+        if state.get("namespace") != self.namespace:
+            return 0
+        taken = 0
+        for item in state.get("watches", ()):
+            try:
+                kind, path, dtab = str(item["kind"]), str(item["path"]), item.get("dtab")
+                raw = str(item["raw"]).encode("utf-8")
+            except (KeyError, TypeError):
+                continue  # a damaged entry costs only itself
+            if kind in ("bind", "addr") and raw:
+                self._last_known[(kind, path, None if dtab is None else str(dtab))] = raw
+                taken += 1
+        return taken
+
+    def _use_last_known(self, watch: Watch) -> None:
+        raw = self._last_known.get((watch.kind, watch.path.show(), watch.dtab))
+        if raw is None:
+            return
+        try:
+            self._on_line(watch, raw, last_known=True)
+        except Exception as err:  # a bad entry must not stop the watch from retrying namerd
+            log.warning("ignoring last-known %s %s: %s", watch.kind, watch.path.show(), err)
+            return
+        self.used_last_known += 1
+        log.warning(
+            "namerd unreachable: %s %s routes on the last-known state of another worker until "
+            "namerd answers",
+            watch.kind,
+            watch.path.show(),
+        )
+
+    # -- one-shot requests ----------------------------------------------------------------------
+    async def get(self, endpoint: str, params: Mapping[str, str]) -> tuple[int, bytes]:
+        """``GET /api/1/<endpoint>/<ns>?params``: the status and body.
+
+        Raises:
+            NamerdError: connecting failed, the answer broke, or it took longer than
+                ``request_timeout_s``.
+        """
+        target = f"/api/1/{endpoint}/{self._ns_quoted}?{urlencode(params, quote_via=quote)}"
+        try:
+            with trio.fail_after(self.request_timeout_s):
+                stream, dst = await self._connect()
+                async with stream:
+                    conn = h11.Connection(h11.CLIENT)
+                    await stream.send_all(
+                        conn.send(self._request(target, *dst, close=True))
+                        + (conn.send(h11.EndOfMessage()) or b"")
+                    )
+                    status = 0
+                    body = bytearray()
+                    while True:
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            conn.receive_data(await stream.receive_some(_RECEIVE_BYTES))
+                        elif isinstance(event, h11.Response):
+                            status = event.status_code
+                        elif isinstance(event, h11.Data):
+                            body += event.data
+                            if len(body) > MAX_BODY_BYTES:
+                                raise NamerdError(f"namerd's answer exceeds {MAX_BODY_BYTES} bytes")
+                        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                            return status, bytes(body)
+        except trio.TooSlowError:
+            raise NamerdError(f"namerd did not answer within {self.request_timeout_s}s") from None
+        except h11.ProtocolError as err:
+            raise NamerdError(f"broken HTTP from namerd: {err}") from err
+        except (trio.BrokenResourceError, OSError) as err:
+            raise NamerdError(f"connection to namerd lost: {err}") from err
+
+    # -- state ----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Watch counts and per-watch details, for metrics and admin pages."""
+        binds, addrs = list(self._binds.values()), list(self._addrs.values())
+        every = binds + addrs
+        return {
+            "namespace": self.namespace,
+            "dst": [f"{h}:{p}" for h, p in self.dst],
+            "running": self.running,
+            "watches": {
+                "bind": len(binds),
+                "addr": len(addrs),
+                "connected": sum(w.status == "connected" for w in every),
+                "retrying": sum(w.status == "retrying" for w in every),
+                "connecting": sum(w.status == "connecting" for w in every),
+                "last_known": sum(w.last_known for w in every),
+            },
+            "used_last_known": self.used_last_known,
+            "reconnects": sum(w.reconnects for w in every),
+            "closed_idle": self.closed_idle,
+            "closed_evicted": self.closed_evicted,
+            "last_update_at": max(
+                (w.last_update_at for w in every if w.last_update_at is not None), default=None
+            ),
+            "bind": [w.describe() for w in binds],
+            "addr": [w.describe() for w in addrs],
+        }
+
+
+def tree_ids(tree: NameTree[Bound]) -> list[Path]:
+    """The bound ids in ``tree``, in order, without repeats."""
+    seen: dict[Path, None] = {}
+    for b in leaves(tree):
+        seen.setdefault(b.id, None)
+    return list(seen)

@@ -1,0 +1,1 @@
+"""Client policy as pure state machines: load balancers, failure accrual, retries, classifiers."""

@@ -1,0 +1,545 @@
+"""One router's request path: identify, bind (with per-request dtabs), pick an endpoint, proxy.
+
+Everything a user sees when routing fails is decided here, once: the status (400/502/503, as
+Linkerd), an ``l5d-err`` header and a body that say which name was tried, with which dtab, and
+why it failed, plus where to look next (``/delegator.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import trio
+
+from linker.config.load import RouterConfig, ServerConfig
+from linker.errors import (
+    BadDtabHeader,
+    BindingFailed,
+    ConnectFailed,
+    LinkerError,
+    LoopDetected,
+    NoEndpoints,
+    NoNameIdentified,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    error_response,
+)
+from linker.http import hop
+from linker.http.messages import Request, Response, bytes_body
+from linker.http.upstream import UpstreamPool
+from linker.metrics import Metrics
+from linker.naming.interpreter import Destination, Interpreter, InterpreterError
+from linker.policy.accrual import build_accrual_factory
+from linker.policy.balancer import Balancer, Endpoint, build_balancer
+from linker.policy.classify import ResponseClass
+from linker.policy.retries import RetryPolicy, build_retry_policy
+from linker.routing.deadline import (
+    DEADLINE_HEADER,
+    effective_timeout_s,
+    format_deadline,
+    parse_deadline_headers,
+)
+from linker.routing.identifiers import Identifier
+from shared import (
+    AddrBound,
+    AddrFailed,
+    AddrPending,
+    Alt,
+    Bound,
+    Dtab,
+    DtabParseError,
+    Leaf,
+    NameTree,
+    Path,
+    Union,
+)
+
+__all__ = ["Router", "pick_bound", "pick_endpoint"]
+
+log = logging.getLogger("linker")
+
+#: Extra time the router allows past bindingTimeoutMs before giving up on the interpreter.
+BACKSTOP_S = 1.0
+
+_CTX_PREFIX = b"l5d-ctx-"
+_CTX_DTAB = b"l5d-ctx-dtab"
+_USER_DTAB = b"l5d-dtab"
+_DTAB_HEADERS = frozenset({_CTX_DTAB, _USER_DTAB})  # replaced by one l5d-ctx-dtab upstream
+_WEIGHT = "endpoint_addr_weight"
+
+
+@dataclass
+class _Choice:
+    bound: Bound
+    address: tuple[str, int]
+
+
+def _live(tree: NameTree[Bound], dest: Destination) -> bool:
+    """True if some leaf under ``tree`` has at least one address."""
+    if isinstance(tree, Leaf):
+        addr = dest.addrs.get(tree.value.id)
+        return isinstance(addr, AddrBound) and bool(addr.addrs)
+    if isinstance(tree, Alt):
+        return any(_live(t, dest) for t in tree.trees)
+    if isinstance(tree, Union):
+        return any(_live(w.tree, dest) for w in tree.weighted)
+    return False
+
+
+def pick_endpoint(dest: Destination, rng: random.Random) -> _Choice | None:
+    """Choose a bound name (by union weights) and one of its endpoints (by endpoint weight).
+
+    Branches with no live endpoints are skipped, so a union keeps serving from its healthy side.
+    Load balancing proper (p2c, ewma, ...) is the client-policy layer's job.
+    """
+    bound = pick_bound(dest, rng)
+    if bound is None:
+        return None
+    addr = dest.addrs[bound.id]
+    assert isinstance(addr, AddrBound)
+    endpoints = addr.sorted_addrs()
+    weights = []
+    for a in endpoints:
+        w = a.meta.get(_WEIGHT, 1.0)
+        weights.append(
+            float(w) if isinstance(w, int | float) and not isinstance(w, bool) and w > 0 else 0.0
+        )
+    if sum(weights) <= 0:
+        weights = [1.0] * len(endpoints)
+    chosen = rng.choices(endpoints, weights=weights, k=1)[0]
+    return _Choice(bound, (chosen.ip, chosen.port))
+
+
+def pick_bound(dest: Destination, rng: random.Random) -> Bound | None:
+    """Choose a bound name by union weights, skipping branches with no live endpoints."""
+    tree = dest.tree
+    while True:
+        if isinstance(tree, Leaf):
+            break
+        if isinstance(tree, Alt):
+            live = [t for t in tree.trees if _live(t, dest)]
+            if not live:
+                return None
+            tree = live[0]
+        elif isinstance(tree, Union):
+            live_w = [w for w in tree.weighted if _live(w.tree, dest)]
+            if not live_w:
+                return None
+            total = sum(max(w.weight, 0.0) for w in live_w)
+            if total <= 0:
+                tree = rng.choice(live_w).tree
+            else:
+                x = rng.uniform(0, total)
+                for w in live_w:
+                    x -= max(w.weight, 0.0)
+                    if x <= 0:
+                        tree = w.tree
+                        break
+                else:
+                    tree = live_w[-1].tree
+        else:
+            return None
+    bound: Bound = tree.value
+    addr = dest.addrs.get(bound.id)
+    if not isinstance(addr, AddrBound) or not addr.addrs:
+        return None
+    return bound
+
+
+#: At most this many services / bound names keep cached per-request state (stat handles,
+#: parameters); past it the cache starts over, so hostile Host headers can't grow it forever.
+MAX_CACHED_NAMES = 10_000
+
+
+@dataclass(slots=True)
+class _ServiceState:
+    """What the hot path needs per logical name, computed once: its text, stats and limits."""
+
+    service: str
+    requests: Any
+    latency: Any
+    scope: Any
+    total_ms: int
+    status: dict[int, Any]
+
+
+@dataclass(slots=True)
+class _ClientState:
+    """Per bound name: its balancer, the address set it was last fed, and stat handles."""
+
+    id_text: str
+    addr: AddrBound
+    endpoints: tuple[Endpoint, ...]
+    balancer: Balancer
+    requests: Any
+    retries: Any
+
+
+def _endpoint_weight(meta: dict[str, object]) -> float:
+    w = meta.get(_WEIGHT, 1.0)
+    if isinstance(w, int | float) and not isinstance(w, bool) and w > 0:
+        return float(w)
+    return 1.0
+
+
+def _stat(bal: Balancer, name: str) -> Callable[[], float]:
+    return lambda: float(bal.stats().get(name, 0))
+
+
+def _retry_stat(policy: RetryPolicy, name: str) -> Callable[[], float]:
+    return lambda: float(policy.stats()[name])
+
+
+async def _discard(resp: Response) -> None:
+    """Drop a response we will not forward (its connection is closed, not reused)."""
+    aclose = getattr(resp.body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _why_no_endpoints(path: Path, dest: Destination) -> str:
+    tree = dest.tree
+    if isinstance(tree, Leaf):
+        addr = dest.addrs.get(tree.value.id)
+        if isinstance(addr, AddrFailed):
+            return f"resolving {tree.value.id.show()} failed: {addr.cause}"
+        if isinstance(addr, AddrPending):
+            return f"the addresses of {tree.value.id.show()} are still being resolved"
+        return f"{tree.value.id.show()} has no endpoints"
+    from shared import Empty, Fail, Neg
+
+    if isinstance(tree, Neg):
+        return "no dtab entry (and no namer) matched it (~)"
+    if isinstance(tree, Fail):
+        return "the dtab says it must fail (!)"
+    if isinstance(tree, Empty):
+        return "it exists but has no endpoints ($)"
+    return "none of its branches has endpoints"
+
+
+class Router:
+    """The request handler of one server of one router."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        server: ServerConfig,
+        identifier: Identifier,
+        interpreter: Interpreter,
+        pool: UpstreamPool,
+        metrics: Metrics,
+        *,
+        rng: random.Random | None = None,
+        now: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.config = config
+        self.server = server
+        self.identifier = identifier
+        self.interpreter = interpreter
+        self.pool = pool
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.now = now
+        self.scope = metrics.router(config.label)
+        self._clients: dict[Path, _ClientState] = {}
+        self._services: dict[Path, _ServiceState] = {}
+        self._retries: dict[str, RetryPolicy] = {}
+        self.server_scope = self.scope.server(server.ip, server.port)
+        self.max_err_bytes = config.max_err_response_kb * 1024
+        # Stat handles kept for the hot path (a lookup by name costs string work per request).
+        self._srv_requests = self.server_scope.counter("requests")
+        self._srv_latency = self.server_scope.histogram("request_latency_ms")
+        self._srv_status: dict[int, Any] = {}
+        # A per-process PRNG for l5d-reqid: a trace id needs uniqueness, not secrecy, and
+        # the secrets module costs a getrandom() system call per request.
+        self._reqid_rng = random.Random()
+
+    async def handle(self, req: Request) -> Response:
+        """Route one request; every failure becomes a Linkerd-style error response."""
+        started = self.now()
+        srv = self.server_scope
+        self._srv_requests.incr()
+        try:
+            response, svc = await self._route(req)
+        except LinkerError as err:
+            status, headers, body = error_response(err, max_err_bytes=self.max_err_bytes)
+            srv.counter(f"failures/{type(err).__name__}").incr()
+            self._status_counter(self._srv_status, srv, status).incr()
+            self._srv_latency.add((self.now() - started) * 1000)
+            return Response(status, headers, bytes_body(body))
+        latency = (self.now() - started) * 1000
+        self._status_counter(self._srv_status, srv, response.status).incr()
+        self._srv_latency.add(latency)
+        svc.requests.incr()  # Linkerd: rt/<router>/service/svc/users/...
+        self._status_counter(svc.status, svc.scope, response.status).incr()
+        svc.latency.add(latency)
+        return response
+
+    @staticmethod
+    def _status_counter(cache: dict[int, Any], scope: Any, status: int) -> Any:
+        klass = status // 100
+        counter = cache.get(klass)
+        if counter is None:
+            counter = cache[klass] = scope.counter(f"status/{klass}XX")
+        return counter
+
+    def _service_state(self, path: Path) -> _ServiceState:
+        state = self._services.get(path)
+        if state is None:
+            if len(self._services) >= MAX_CACHED_NAMES:
+                self._services.clear()
+            service = path.show()
+            scope = self.scope.service(service)
+            total_ms = int(
+                self.config.service_params(path).get("totalTimeoutMs", self.config.total_timeout_ms)
+            )
+            state = self._services[path] = _ServiceState(
+                service,
+                scope.counter("requests"),
+                scope.histogram("request_latency_ms"),
+                scope,
+                total_ms,
+                {},
+            )
+        return state
+
+    # -- client policy: balancer + failure accrual + classification + retries ---------------------
+    def _client_state(self, bound: Bound, addr: AddrBound) -> _ClientState:
+        """The balancer of one bound name, fed the current endpoint set (kept across requests
+        so load, latency and accrual state survive; removed endpoints drain)."""
+        key = bound.id
+        known = self._clients.get(key)
+        if known is not None and known.addr is addr:
+            return known  # the hot path: interpreters hand out the same Addr until it changes
+        endpoints = tuple(
+            Endpoint((a.ip, a.port), _endpoint_weight(a.meta), a.meta) for a in addr.sorted_addrs()
+        )
+        if known is None:
+            if len(self._clients) >= MAX_CACHED_NAMES:
+                self._clients.clear()
+            params = self.config.client_params(bound.id)
+            bal = build_balancer(
+                params.get("loadBalancer"),
+                rng=self.rng,
+                accrual_factory=build_accrual_factory(params.get("failureAccrual"), self.rng),
+            )
+            bal.update(endpoints, self.now())
+            id_text = bound.id.show()
+            client = self.scope.client(id_text)
+            for stat in ("size", "available", "removals", "revivals"):
+                client.gauge(f"loadbalancer/{stat}", _stat(bal, stat))
+            self._endpoint_gauges(client, bal)
+            known = self._clients[key] = _ClientState(
+                id_text,
+                addr,
+                endpoints,
+                bal,
+                client.counter("requests"),
+                client.counter("retries"),
+            )
+            return known
+        known.addr = addr
+        if known.endpoints != endpoints:
+            known.balancer.update(endpoints, self.now())
+            known.endpoints = endpoints
+            self._endpoint_gauges(self.scope.client(known.id_text), known.balancer)
+        return known
+
+    @staticmethod
+    def _endpoint_gauges(client: Any, bal: Balancer) -> None:
+        """Per-endpoint load (outstanding, load, ewma) as gauges, sampled at each snapshot."""
+        for name in bal.stats():
+            if name.startswith("endpoint/"):
+                client.gauge(f"loadbalancer/{name}", _stat(bal, name))
+
+    def _retry_policy(self, service: str) -> RetryPolicy:
+        policy = self._retries.get(service)
+        if policy is None:
+            policy = build_retry_policy(self.config.service_params(Path.read(service)), self.rng)
+            self._retries[service] = policy
+            svc = self.scope.service(service)
+            for name in policy.stats():
+                svc.gauge(name, _retry_stat(policy, name))
+        return policy
+
+    async def _attempts(
+        self, service: str, dest: Destination, bound: Bound, req: Request, deadline: float
+    ) -> Response:
+        """Send ``req``, retrying what the classifier and the budget allow, until ``deadline``."""
+        policy = self._retry_policy(service)
+        policy.record_request(self.now())
+        addr = dest.addrs.get(bound.id)
+        assert isinstance(addr, AddrBound)
+        client = self._client_state(bound, addr)
+        bal = client.balancer
+        replayable = req.body.length == 0  # a streamed body is gone once sent: never retried
+        attempt = 0
+        prev_delay: float | None = None
+        while True:
+            attempt += 1
+            ep = bal.pick(self.now())
+            if ep is None:
+                raise NoEndpoints(
+                    f"All {int(bal.stats().get('size', 0))} endpoints of {bound.id.show()} "
+                    f"(for {service}) are marked dead by failure accrual; they are probed again "
+                    "after a backoff. Check the service's health."
+                )
+            client.requests.incr()
+            started = self.now()
+            try:
+                resp = await self.pool.request(ep.address, req)
+            except (ConnectFailed, UpstreamProtocolError, UpstreamTimeout) as err:
+                bal.release(ep, self.now(), self.now() - started, False)
+                written = not isinstance(err, ConnectFailed)
+                cls = policy.classifier.classify_error(req.method, written)
+                retry, delay = policy.should_retry(
+                    cls,
+                    attempt,
+                    replayable or not written,
+                    self.now(),
+                    prev_delay_s=prev_delay,
+                    remaining_s=deadline - self.now(),
+                )
+                if not retry:
+                    raise
+                client.retries.incr()
+                await trio.sleep(delay)
+                prev_delay = delay
+                continue
+            cls = policy.classifier(req.method, resp.status, resp.headers)
+            bal.release(ep, self.now(), self.now() - started, cls is ResponseClass.SUCCESS)
+            if cls is ResponseClass.FAILURE_RETRYABLE:
+                retry, delay = policy.should_retry(
+                    cls,
+                    attempt,
+                    replayable,
+                    self.now(),
+                    prev_delay_s=prev_delay,
+                    remaining_s=deadline - self.now(),
+                )
+                if retry:
+                    await _discard(resp)
+                    client.retries.incr()
+                    await trio.sleep(delay)
+                    prev_delay = delay
+                    continue
+            return resp
+
+    # -- the steps ------------------------------------------------------------------------------
+    def _local_dtab(self, headers: hop.Headers) -> tuple[Dtab, Dtab]:
+        """(ctx + user overrides, the same plus the router's dtab) from l5d-ctx-dtab / l5d-dtab."""
+        overrides = Dtab.empty()
+        for name in (_CTX_DTAB, _USER_DTAB):
+            for value in hop.get_all(headers, name):
+                text = value.decode("latin-1")
+                try:
+                    overrides = overrides + Dtab.read(text)
+                except DtabParseError as err:
+                    raise BadDtabHeader(f"Invalid {name.decode()} header: {err}") from None
+        return overrides, self.config.dtab + overrides
+
+    async def _route(self, req: Request) -> tuple[Response, _ServiceState]:
+        headers = req.headers
+        if self.server.clear_context:
+            # An untrusted edge must not steer routing or forge context.
+            headers = [(k, v) for k, v in headers if not k.startswith(b"l5d-")]
+        depth = hop.via_depth(headers)
+        if depth >= self.server.max_call_depth:
+            raise LoopDetected(
+                f"Maximum call depth {self.server.max_call_depth} exceeded ({depth} Via entries): "
+                "a routing loop? Check the dtab for a rule that sends this name back here."
+            )
+        overrides, local = self._local_dtab(headers)
+        identified = self.identifier.identify(
+            req.method, req.target, req.authority, headers, req.http_version
+        )
+        if identified is None:
+            raise NoNameIdentified(
+                f"Unable to identify a name for {req.method} {req.target}: the router's identifier "
+                "found nothing to route by (e.g. no Host header)."
+            )
+        path = identified.path
+        svc = self._service_state(path)
+        service = svc.service
+        # The interpreter enforces bindingTimeoutMs itself with a precise message (which
+        # namerd, what state); this is only a backstop in case it does not.  (A bare
+        # CancelScope, not trio.fail_after: the context-manager generator costs more than the
+        # scope itself on this path.)
+        backstop_s = self.config.binding_timeout_ms / 1000 + BACKSTOP_S
+        resolve_now = getattr(self.interpreter, "resolve_now", None)
+        dest = resolve_now(path, local) if resolve_now is not None else None
+        try:
+            if dest is None:
+                with trio.CancelScope(deadline=trio.current_time() + backstop_s):
+                    dest = await self.interpreter.resolve(path, local)
+        except InterpreterError as err:
+            raise BindingFailed(f"{err} (Dtab.local=[{overrides.show()}])") from None
+        if dest is None:
+            raise BindingFailed(
+                f"Binding {service} timed out after {self.config.binding_timeout_ms} ms "
+                f"(Dtab.local=[{overrides.show()}]); is namerd reachable?"
+            )
+        bound = pick_bound(dest, self.rng)
+        if bound is None:
+            raise NoEndpoints(
+                f"No hosts are available for {service}: {_why_no_endpoints(path, dest)}. "
+                f"Dtab.local=[{overrides.show()}]. "
+                f"Explain the route: GET /delegator.json?path={quote(service)} on the admin port."
+            )
+        total_ms = svc.total_ms
+        # An upstream linker's l5d-ctx-deadline bounds us too: the stricter limit wins, and
+        # what is left of it travels on to the next hop.
+        wall = time.time()
+        incoming_s = parse_deadline_headers(headers, wall)
+        limit_s = effective_timeout_s(total_ms / 1000 if total_ms else None, incoming_s)
+        if limit_s is not None and limit_s <= 0:
+            raise UpstreamTimeout(
+                f"The request's l5d-ctx-deadline had already passed when it reached {service}."
+            )
+        deadline = self.now() + (limit_s if limit_s is not None else float("inf"))
+        # The upstream head in one pass over the fields (this runs for every request).
+        upstream_headers = hop.strip_hop_by_hop(headers, _DTAB_HEADERS)
+        fields: dict[bytes, bytes] = {}
+        if overrides:
+            fields[_CTX_DTAB] = overrides.show().encode("latin-1")
+        fields[b"l5d-dst-service"] = service.encode("latin-1")
+        fields[b"l5d-dst-client"] = bound.id.show().encode("latin-1")
+        if not bound.residual.is_empty:
+            fields[b"l5d-dst-residual"] = bound.residual.show().encode("latin-1")
+        if hop.get(upstream_headers, b"l5d-reqid") is None:
+            fields[b"l5d-reqid"] = b"%016x" % self._reqid_rng.getrandbits(64)
+        fields[b"via"] = hop.via_value(upstream_headers, req.http_version)
+        if req.authority and hop.get(upstream_headers, b"host") is None:
+            fields[b"host"] = req.authority.encode("latin-1")
+        if limit_s is not None:
+            fields[DEADLINE_HEADER] = format_deadline(wall, limit_s)
+        upstream_req = Request(
+            method=req.method,
+            target=identified.target or req.target,
+            authority=req.authority,
+            http_version="1.1",
+            headers=hop.set_many(upstream_headers, fields),
+            body=req.body,
+            client=req.client,
+            received_at=req.received_at,
+        )
+        resp = None
+        with trio.CancelScope(deadline=deadline):
+            resp = await self._attempts(service, dest, bound, upstream_req, deadline)
+        if resp is None:
+            why = (
+                f"totalTimeoutMs={total_ms} (retries included)"
+                if incoming_s is None or (total_ms and total_ms / 1000 <= incoming_s)
+                else f"the request's l5d-ctx-deadline ({incoming_s:.3f} s)"
+            )
+            raise UpstreamTimeout(
+                f"{service} ({bound.id.show()}) did not answer within {why}"
+            ) from None
+        out_headers = hop.add_via(hop.strip_hop_by_hop(resp.headers), "1.1")
+        return Response(resp.status, out_headers, resp.body, resp.reason), svc

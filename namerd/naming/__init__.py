@@ -1,0 +1,1 @@
+"""Naming on namerd's side: namers (fs, inet, registry) and the interpreter driving ``shared``."""

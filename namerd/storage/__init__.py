@@ -1,0 +1,1 @@
+"""Storage: dtabs, versions and watches in Redis (embedded ``redis-server`` by default)."""

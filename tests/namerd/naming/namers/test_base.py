@@ -1,0 +1,108 @@
+"""The shared parts: Notifier, build_namer's config checks, backoff, cancel_and_wait."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path as FsPath
+
+import pytest
+
+from namerd.naming.namers import NAMER_KINDS, FsNamer, NamerConfigError, Notifier, build_namer
+from namerd.naming.namers.base import backoff_s, cancel_and_wait
+from shared import Path
+
+from . import WAIT_S
+
+
+def test_notifier_wakes_waiters_and_never_loses_a_change() -> None:
+    async def main() -> None:
+        notifier = Notifier()
+        assert notifier.generation == 0
+        waiters = [asyncio.create_task(notifier.wait_changed(0)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert not any(w.done() for w in waiters)
+        notifier.notify()
+        assert await asyncio.wait_for(asyncio.gather(*waiters), WAIT_S) == [1, 1, 1]
+        # A change that happened before the wait started returns at once.
+        notifier.notify()
+        assert await notifier.wait_changed(1) == 2
+        assert repr(notifier) == "<Notifier generation=2>"
+
+    asyncio.run(main())
+
+
+def test_build_namer_fs(tmp_path: FsPath) -> None:
+    notifier = Notifier()
+    namer = build_namer(
+        "io.l5d.fs",
+        None,
+        {"kind": "io.l5d.fs", "prefix": "/ignored", "rootDir": str(tmp_path)},
+        notifier,
+        None,
+    )
+    assert isinstance(namer, FsNamer)
+    assert namer.prefix == Path.read("/#/io.l5d.fs")
+    assert namer.root_dir == tmp_path
+    assert namer.poll_interval_s == 1.0
+
+    custom = build_namer(
+        "io.l5d.fs",
+        Path.read("/#/disco"),
+        {"rootDir": str(tmp_path), "pollIntervalSecs": 0.25},
+        notifier,
+    )
+    assert custom.prefix == Path.read("/#/disco")
+    assert isinstance(custom, FsNamer)
+    assert custom.poll_interval_s == 0.25
+    assert set(NAMER_KINDS) == {"io.l5d.fs", "io.l5d.registry"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "message"),
+    [
+        ("io.l5d.k8s", {}, "unknown namer kind 'io.l5d.k8s'; known kinds: io.l5d.fs, "),
+        ("io.l5d.fs", {"rootDir": "/x", "rootdir": "/y"}, "unknown config key 'rootdir'"),
+        ("io.l5d.fs", {"rootDir": "/x", "a": 1, "b": 2}, "unknown config key 'a' (and 1 more)"),
+        ("io.l5d.fs", {}, "rootDir is required"),
+        ("io.l5d.fs", {"rootDir": 7}, "rootDir is required"),
+        ("io.l5d.fs", {"rootDir": "/x", "pollIntervalSecs": 0}, "pollIntervalSecs must be"),
+        ("io.l5d.fs", {"rootDir": "/x", "pollIntervalSecs": "1"}, "pollIntervalSecs must be"),
+        ("io.l5d.fs", {"rootDir": "/x", "pollIntervalSecs": True}, "pollIntervalSecs must be"),
+        ("io.l5d.registry", {}, "needs Redis"),
+    ],
+)
+def test_build_namer_errors_name_the_problem(
+    kind: str, config: dict[str, object], message: str
+) -> None:
+    with pytest.raises(NamerConfigError) as info:
+        build_namer(kind, None, config, Notifier(), None)
+    assert message in str(info.value)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    for failures in range(1, 40):
+        delay = backoff_s(failures, 0.1, 2.0)
+        ceiling = min(2.0, 0.1 * 2 ** (failures - 1))
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_cancel_and_wait_survives_a_swallowed_cancel() -> None:
+    """A task that loses one cancellation (as Python 3.11's wait_for can) still ends."""
+
+    async def main() -> None:
+        swallowed = asyncio.Event()
+
+        async def stubborn() -> None:
+            try:
+                await asyncio.sleep(WAIT_S)
+            except asyncio.CancelledError:
+                swallowed.set()  # carry on, as if the cancel never came
+            await asyncio.sleep(WAIT_S)
+
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_and_wait([task]), WAIT_S)
+        assert swallowed.is_set()
+        assert task.cancelled()
+
+    asyncio.run(main())
