@@ -52,14 +52,24 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
 
-from linker.config.prefix import StaticConfig, params_for, parse_static
+from linker.config.model import (
+    DEFAULT_ADMIN_PORT,
+    DEFAULT_ROUTER_PORT,
+    AdminConfig,
+    ConfigError,
+    LinkerConfig,
+    RouterConfig,
+    ServerConfig,
+    plain,
+)
+from linker.config.prefix import parse_static
 from shared import Dtab, DtabParseError, Path, configtree
 
 __all__ = [
@@ -72,14 +82,6 @@ __all__ = [
     "parse_config",
 ]
 
-DEFAULT_ROUTER_PORT = 4140
-DEFAULT_ADMIN_PORT = 9990
-
-
-class ConfigError(configtree.ConfigError):
-    """The linker config is missing, malformed, or has an unknown or invalid key."""
-
-
 Section = partial(configtree.Section, error=ConfigError)
 
 # Linkerd keys that are valid there but not implemented here: named so the error is precise.
@@ -91,87 +93,6 @@ _NOT_YET = {
     "addForwardedHeader": "the Forwarded header",
     "socketOptions": "socket options",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """One listener of a router."""
-
-    ip: str = "127.0.0.1"
-    port: int = DEFAULT_ROUTER_PORT
-    clear_context: bool = False
-    max_call_depth: int = 1000
-    max_concurrent_requests: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RouterConfig:
-    """One HTTP router."""
-
-    label: str
-    servers: tuple[ServerConfig, ...]
-    dst_prefix: Path = field(default_factory=lambda: Path("svc"))
-    dtab: Dtab = field(default_factory=Dtab.empty)
-    identifier: Any = None
-    interpreter: dict[str, Any] | None = None
-    binding_timeout_ms: int = 10_000
-    max_initial_line_kb: int = 4
-    max_headers_kb: int = 8
-    max_err_response_kb: int = 5120
-    connect_timeout_ms: int = 3_000
-    request_attempt_timeout_ms: int = 10_000
-    total_timeout_ms: int = 30_000
-    pool_max_idle: int = 100
-    pool_max_size: int | None = None
-    pool_max_waiters: int | None = None
-    pool_min_size: int = 0
-    pool_idle_time_ms: int = 60_000
-    client: dict[str, Any] = field(default_factory=dict)
-    service: dict[str, Any] = field(default_factory=dict)
-    client_static: tuple[StaticConfig, ...] = ()
-    service_static: tuple[StaticConfig, ...] = ()
-
-    def client_params(self, client_id: Path | None = None) -> dict[str, Any]:
-        """The client keys that apply to ``client_id`` (io.l5d.static configs overlaid)."""
-        base = {k: v for k, v in self.client.items() if k not in ("kind", "configs")}
-        return params_for(client_id, base, self.client_static) if client_id else base
-
-    def service_params(self, service: Path | None = None) -> dict[str, Any]:
-        """The service keys that apply to ``service`` (io.l5d.static configs overlaid)."""
-        base = {k: v for k, v in self.service.items() if k not in ("kind", "configs")}
-        return params_for(service, base, self.service_static) if service else base
-
-
-@dataclass(frozen=True, slots=True)
-class AdminConfig:
-    """The admin listener (served once, by the master)."""
-
-    ip: str = "127.0.0.1"
-    port: int = DEFAULT_ADMIN_PORT
-
-
-@dataclass(frozen=True, slots=True)
-class LinkerConfig:
-    """A whole linker configuration."""
-
-    routers: tuple[RouterConfig, ...]
-    admin: AdminConfig = AdminConfig()
-    namers: tuple[dict[str, Any], ...] = ()
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    source: str = "<config>"
-    raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """The config as JSON (for ``/config.json``)."""
-        return _plain(self.raw)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _reject_not_yet(sec: Any) -> None:
@@ -237,8 +158,8 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         servers=servers,
         dst_prefix=dst_prefix,
         dtab=dtab,
-        identifier=_plain(identifier) if identifier is not None else None,
-        interpreter=_plain(interpreter) if interpreter is not None else None,
+        identifier=plain(identifier) if identifier is not None else None,
+        interpreter=plain(interpreter) if interpreter is not None else None,
         binding_timeout_ms=sec.positive_int("bindingTimeoutMs", 10_000),
         max_initial_line_kb=sec.positive_int("maxInitialLineKB", 4),
         max_headers_kb=sec.positive_int("maxHeadersKB", 8),
@@ -251,8 +172,8 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         pool_max_waiters=pool.get("maxWaiters", None, int),
         pool_min_size=pool.get("minSize", 0, int),
         pool_idle_time_ms=pool.positive_int("idleTimeMs", 60_000),
-        client=_plain(client_raw or {}),
-        service=_plain(service_raw or {}),
+        client=plain(client_raw or {}),
+        service=plain(service_raw or {}),
     )
     client_kind = client.get("kind", "io.l5d.global", str)
     service_kind = service.get("kind", "io.l5d.global", str)
@@ -359,7 +280,7 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
         nsec.get("rootDir", None, str)
         nsec.get("prefix", None, str)
         nsec.done(also_allowed=["pollIntervalSecs"])
-        namers.append(_plain(n))
+        namers.append(plain(n))
     routers_raw = top.get("routers", None, list)
     if not routers_raw:
         raise ConfigError(f"{top.pos}: 'routers' must list at least one router")
@@ -383,7 +304,7 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     )
     if n < 1:
         raise ConfigError(f"{source}: workers must be at least 1, got {n}")
-    return LinkerConfig(routers, admin, namer_tuple, n, source, _plain(raw))
+    return LinkerConfig(routers, admin, namer_tuple, n, source, plain(raw))
 
 
 def load_config(

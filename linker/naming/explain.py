@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import Any
 
-from linker.config.load import LinkerConfig, RouterConfig
+from linker.config.model import LinkerConfig, RouterConfig
 from shared import Dtab, DtabParseError, Leaf, NameTree, NeedLookup, Path, delegate
 from shared.names import Bound, Name
 from shared.nametree import NEG

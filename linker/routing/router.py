@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import trio
 
-from linker.config.load import RouterConfig, ServerConfig
+from linker.config.model import RouterConfig, ServerConfig
 from linker.errors import (
     BadDtabHeader,
     BindingFailed,
