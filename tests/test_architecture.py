@@ -70,9 +70,7 @@ def _entry(module: str) -> tuple[int, str] | None:
         # The bare package name (its __init__) covers only itself, not unlisted modules.
         whole = "." in name or len(LAYERS[top]) == 1  # shared is one layer
         covers = module == name or (whole and module.startswith(name + "."))
-        if covers and (
-            best is None or len(name) > len(best[1])
-        ):
+        if covers and (best is None or len(name) > len(best[1])):
             best = (rank, name)
     return best
 
