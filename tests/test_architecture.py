@@ -44,6 +44,7 @@ LAYERS: dict[str, list[tuple[int, str]]] = {
     ],
     "namerd": [
         (0, "namerd.errors"),
+        (0, "namerd.aio"),
         (0, "namerd.metrics"),
         (1, "namerd.configfile"),
         (2, "namerd.config"),

@@ -24,7 +24,7 @@ What it does (reference namerd-api.md §5, and where we differ, why):
 * **Reconnects, forever.** A stream that had connected and then ended (namerd restart, EOF,
   reset) is re-opened after ``first_retry_s`` (default 0.2 s, jittered): Linkerd re-sends at
   once, we wait a moment so a namerd that accepts and closes cannot make us spin. Failures to
-  get a 200 back-off exponentially with jitter (:func:`backoff_delay_s`): ``first_retry_s``,
+  get a 200 back-off exponentially with jitter (``shared.backoff``): ``first_retry_s``,
   then ``retry_base_s``, doubling up to ``retry_max_s`` (Linkerd's ``retry`` block; our
   defaults are 0.5 s and 5 s where Linkerd's are 5 s and 600 s, so a namerd that returns is
   used again within seconds, not minutes). The quick first retry covers the common blip (one
@@ -79,6 +79,7 @@ from shared import (
     read_name_tree,
     show_tree,
 )
+from shared.backoff import backoff_s
 from shared.wire import addr_from_json, bound_tree_from_json
 
 __all__ = [
@@ -96,7 +97,6 @@ __all__ = [
     "NamerdClient",
     "NamerdError",
     "Watch",
-    "backoff_delay_s",
     "decode_addr_line",
     "decode_bind_line",
     "parse_dst",
@@ -147,31 +147,6 @@ class NamerdError(Exception):
 
 
 # -- pure helpers -------------------------------------------------------------------------------
-
-
-def backoff_delay_s(
-    attempt: int,
-    *,
-    first_s: float = DEFAULT_FIRST_RETRY_S,
-    base_s: float = DEFAULT_RETRY_BASE_S,
-    max_s: float = DEFAULT_RETRY_MAX_S,
-    jitter: float = 1.0,
-) -> float:
-    """How long to wait before connection attempt number ``attempt + 1``.
-
-    ``attempt`` counts consecutive failures (1 = the first). The nominal delays are
-    ``first_s``, ``base_s``, ``2*base_s``, ``4*base_s`` ... capped at ``max_s``; ``jitter`` in
-    [0, 1] (a ``random.random()``) picks a point in the upper half, ``[d/2, d]``, so a fleet of
-    linkers reconnecting to a restarted namerd spreads out but none waits much less than ``d``.
-    """
-    if attempt < 1:
-        return 0.0
-    if attempt == 1:
-        nominal = min(first_s, max_s)
-    else:
-        # Cap the exponent: 2**1000 would overflow a float long after max_s is reached.
-        nominal = min(max_s, base_s * 2.0 ** min(attempt - 2, 64))
-    return nominal * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
 
 
 def parse_dst(dst: str | Sequence[str]) -> list[tuple[str, int]]:
@@ -555,7 +530,7 @@ class NamerdClient:
                     log.log(
                         level, "namerd request failed: %s %s: %s", watch.kind, watch.path, error
                     )
-                delay_s = backoff_delay_s(
+                delay_s = backoff_s(
                     attempt,
                     first_s=self.first_retry_s,
                     base_s=self.retry_base_s,

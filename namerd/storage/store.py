@@ -76,7 +76,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -92,6 +91,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
+from namerd.aio import reconnect_delay_s
 from namerd.errors import (
     InvalidNamespace,
     NamespaceExists,
@@ -107,7 +107,6 @@ __all__ = [
     "RedisDtabStore",
     "VersionedDtab",
     "Watch",
-    "backoff_s",
     "validate_namespace",
 ]
 
@@ -235,23 +234,6 @@ def validate_namespace(namespace: str) -> str:
         # created but never addressed again.
         raise InvalidNamespace(namespace, "'.' and '..' cannot be used in URLs")
     return namespace
-
-
-def backoff_s(
-    failures: int,
-    min_s: float,
-    max_s: float,
-    uniform: Callable[[float, float], float] = random.uniform,
-) -> float:
-    """Seconds to wait after ``failures`` consecutive failures (the first failure is 1).
-
-    The cap doubles from ``min_s`` per failure, up to ``max_s``, and the delay is drawn
-    uniformly between ``min_s`` and that cap. The jitter stops many namerd replicas from
-    reconnecting in lockstep when a shared Redis comes back. This function is pure, so a test
-    can pass a fixed ``uniform``.
-    """
-    cap = min(max_s, min_s * 2.0 ** min(max(failures - 1, 0), 32))
-    return uniform(min_s, cap)
 
 
 def _text(value: object) -> str:
@@ -443,7 +425,9 @@ class _PubSubHub:
             # After a lost session, the first retry also waits (at least reconnect_min_s,
             # jittered), so that replicas do not all reconnect in the same instant.
             step = max(failures, 1)
-            await asyncio.sleep(backoff_s(step, self._reconnect_min_s, self._reconnect_max_s))
+            await asyncio.sleep(
+                reconnect_delay_s(step, self._reconnect_min_s, self._reconnect_max_s)
+            )
 
     async def _session(self, conn: AbstractConnection) -> None:
         self._sent = set()
@@ -610,7 +594,9 @@ class _Topic:
                         self._set(fallback)
                 failures += 1
                 self._dirty = True
-                wait_s: float | None = backoff_s(failures, self._retry_min_s, self._retry_max_s)
+                wait_s: float | None = reconnect_delay_s(
+                    failures, self._retry_min_s, self._retry_max_s
+                )
                 if isinstance(exc, StorageUnavailable) and not self._hub_connected():
                     wait_s = None  # until the hub reconnects and marks us dirty
                 with contextlib.suppress(TimeoutError):

@@ -29,7 +29,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from namerd.naming.namers.base import backoff_s, cancel_and_wait
+from namerd.aio import cancel_and_wait, reconnect_delay_s
 from namerd.storage.store import resp2_connection_kwargs
 
 __all__ = ["UNAVAILABLE_ERRORS", "ChannelFeed", "text"]
@@ -139,7 +139,7 @@ class ChannelFeed:
                 self.connected = False
                 await conn.disconnect(nowait=True)
             await asyncio.sleep(
-                backoff_s(max(failures, 1), self.reconnect_min_s, self.reconnect_max_s)
+                reconnect_delay_s(max(failures, 1), self.reconnect_min_s, self.reconnect_max_s)
             )
 
     async def _read_loop(self, conn: AbstractConnection) -> None:

@@ -32,8 +32,9 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
+from namerd.aio import cancel_and_wait, reconnect_delay_s
 from namerd.naming.namers._pubsub import UNAVAILABLE_ERRORS, ChannelFeed, text
-from namerd.naming.namers.base import NamerUnavailable, Notifier, backoff_s, cancel_and_wait
+from namerd.naming.namers.base import NamerUnavailable, Notifier
 from shared import ADDR_PENDING, Addr, Path
 from shared.wire import WireFormatError, addr_from_json, addr_to_json, encode
 
@@ -177,7 +178,9 @@ class AddrMirror:
                     self._key,
                     exc,
                 )
-                await asyncio.sleep(backoff_s(failures, self.reconnect_min_s, self.reconnect_max_s))
+                await asyncio.sleep(
+                    reconnect_delay_s(failures, self.reconnect_min_s, self.reconnect_max_s)
+                )
                 self._reload_wanted.set()
                 continue
             failures = 0

@@ -33,10 +33,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import random
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar
 
+from namerd.aio import cancel_and_wait
 from namerd.errors import NamerdError
 from shared import Addr, Bound, NameTree, Path
 
@@ -47,15 +47,12 @@ __all__ = [
     "NamerUnavailable",
     "NotRegistered",
     "Notifier",
-    "backoff_s",
-    "cancel_and_wait",
     "config_interval_s",
 ]
 
 log = logging.getLogger(__name__)
 
 # How long cancel_and_wait() waits before cancelling a task again.
-_RECANCEL_INTERVAL_S = 0.1
 
 
 class NamerError(NamerdError):
@@ -109,35 +106,6 @@ class Notifier:
         while self.generation == since:
             await self._event.wait()
         return self.generation
-
-
-def backoff_s(failures: int, min_s: float, max_s: float) -> float:
-    """Jittered exponential backoff: about ``min_s * 2**(failures-1)``, capped at ``max_s``.
-
-    The jitter (50-100 %) keeps several replicas from reconnecting to Redis in lock step.
-    """
-    ceiling = min(max_s, min_s * 2.0 ** max(0, min(failures - 1, 30)))
-    return ceiling * (0.5 + random.random() / 2)
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until every one has finished.
-
-    A task is cancelled again every ``_RECANCEL_INTERVAL_S`` until it is done, because a
-    cancellation can be lost: on Python 3.11, ``asyncio.wait_for`` (which redis-py uses for
-    every socket write when a socket timeout is set) returns normally if the inner operation
-    completes just as the cancel arrives (CPython bpo-42130, fixed in 3.12). The task then
-    carries on to its next await, and a single cancel() would leave close() hanging forever.
-    """
-    tasks = list(tasks)
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=_RECANCEL_INTERVAL_S)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved, so asyncio does not warn; callbacks log crashes
 
 
 def config_interval_s(kind: str, config: Mapping[str, Any], key: str, default_s: float) -> float:

@@ -46,7 +46,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from namerd.naming.namers.base import Notifier, cancel_and_wait
+from namerd.aio import cancel_and_wait
+from namerd.naming.namers.base import Notifier
 from shared import ADDR_NEG, ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, Path
 from shared.fsformat import parse_ip
 

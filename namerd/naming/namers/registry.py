@@ -65,6 +65,7 @@ from typing import Any, ClassVar, Final
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
+from namerd.aio import reconnect_delay_s
 from namerd.naming.namers._pubsub import UNAVAILABLE_ERRORS, ChannelFeed, text
 from namerd.naming.namers.base import (
     Namer,
@@ -73,7 +74,6 @@ from namerd.naming.namers.base import (
     NamerUnavailable,
     Notifier,
     NotRegistered,
-    backoff_s,
     config_interval_s,
 )
 from namerd.naming.namers.inet import parse_ip
@@ -509,7 +509,9 @@ class RegistryNamer(Namer):
                 self._progress.notify()
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "%r: cannot read the registry (%s); keeping the mirror", self, exc)
-                await asyncio.sleep(backoff_s(failures, self.reconnect_min_s, self.reconnect_max_s))
+                await asyncio.sleep(
+                    reconnect_delay_s(failures, self.reconnect_min_s, self.reconnect_max_s)
+                )
                 self._wake.set()
                 continue
             failures = 0

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -30,9 +31,11 @@ from linker.naming.interpreter import (
 )
 from linker.naming.local_namers import Changes, NamerConfigError, parse_endpoints
 from linker.naming.namerd_client import (
+    DEFAULT_FIRST_RETRY_S,
+    DEFAULT_RETRY_BASE_S,
+    DEFAULT_RETRY_MAX_S,
     BindError,
     BindValue,
-    backoff_delay_s,
     decode_addr_line,
     decode_bind_line,
     parse_dst,
@@ -49,6 +52,7 @@ from shared import (
     leaves,
     show_tree,
 )
+from shared.backoff import backoff_s
 
 SVC_USERS = Path.read("/svc/users")
 NO_DTAB = Dtab.empty()
@@ -81,34 +85,39 @@ def endpoints(dest: Destination, id: str) -> set[tuple[str, int]]:
     return {(a.ip, a.port) for a in addr.addrs}
 
 
-# -- backoff (pure) --------------------------------------------------------------------------
+# -- backoff (shared.backoff with the namerd interpreter's defaults) ----------------------------
+
+_backoff = partial(
+    backoff_s,
+    first_s=DEFAULT_FIRST_RETRY_S,
+    base_s=DEFAULT_RETRY_BASE_S,
+    max_s=DEFAULT_RETRY_MAX_S,
+)
 
 
 def test_backoff_schedule_first_quick_then_exponential_to_the_cap() -> None:
-    delays = [
-        backoff_delay_s(n, first_s=0.2, base_s=5, max_s=600, jitter=1.0) for n in range(0, 12)
-    ]
+    delays = [_backoff(n, first_s=0.2, base_s=5, max_s=600, jitter=1.0) for n in range(0, 12)]
     assert delays == [0.0, 0.2, 5, 10, 20, 40, 80, 160, 320, 600, 600, 600]
 
 
 def test_backoff_jitter_stays_in_the_upper_half() -> None:
     for n in (1, 2, 5, 40):
-        top = backoff_delay_s(n, first_s=0.2, base_s=5, max_s=600, jitter=1.0)
-        low = backoff_delay_s(n, first_s=0.2, base_s=5, max_s=600, jitter=0.0)
-        mid = backoff_delay_s(n, first_s=0.2, base_s=5, max_s=600, jitter=0.5)
+        top = _backoff(n, first_s=0.2, base_s=5, max_s=600, jitter=1.0)
+        low = _backoff(n, first_s=0.2, base_s=5, max_s=600, jitter=0.0)
+        mid = _backoff(n, first_s=0.2, base_s=5, max_s=600, jitter=0.5)
         assert low == top / 2
         assert low < mid < top
     # Out-of-range jitter is clamped rather than trusted.
-    assert backoff_delay_s(2, base_s=5, jitter=7.0) == 5.0
-    assert backoff_delay_s(2, base_s=5, jitter=-1.0) == 2.5
+    assert _backoff(2, base_s=5, jitter=7.0) == 5.0
+    assert _backoff(2, base_s=5, jitter=-1.0) == 2.5
 
 
 def test_backoff_never_overflows_and_respects_a_small_max() -> None:
-    assert backoff_delay_s(10_000, base_s=5, max_s=600, jitter=1) == 600
-    assert backoff_delay_s(1, first_s=2, base_s=0.5, max_s=1, jitter=1) == 1
+    assert _backoff(10_000, base_s=5, max_s=600, jitter=1) == 600
+    assert _backoff(1, first_s=2, base_s=0.5, max_s=1, jitter=1) == 1
     # Our defaults: 0.5 s base, 5 s max (Linkerd's 5 s / 600 s kept routes stale for minutes).
-    assert backoff_delay_s(2, jitter=1) == 0.5
-    assert backoff_delay_s(100, jitter=1) == 5.0
+    assert _backoff(2, jitter=1) == 0.5
+    assert _backoff(100, jitter=1) == 5.0
 
 
 # -- namerd client pure helpers ------------------------------------------------------------------

@@ -29,7 +29,7 @@ from namerd.errors import (
     VersionMismatch,
 )
 from namerd.storage.embedded_redis import EmbeddedRedis
-from namerd.storage.store import RedisDtabStore, VersionedDtab, Watch, backoff_s, validate_namespace
+from namerd.storage.store import RedisDtabStore, VersionedDtab, Watch, validate_namespace
 
 T = TypeVar("T")
 
@@ -132,20 +132,6 @@ def test_error_tree_and_status_hints() -> None:
         assert error.http_status == status
     mismatch = VersionMismatch("ns", expected=1, actual=2)
     assert "version 2, not 1" in str(mismatch)
-
-
-def test_backoff_doubles_from_min_to_max_with_jitter() -> None:
-    def top(_low: float, high: float) -> float:
-        return high
-
-    def bottom(low: float, _high: float) -> float:
-        return low
-
-    assert [backoff_s(n, 0.1, 1.0, top) for n in (1, 2, 3, 4, 5, 1000)] == pytest.approx(
-        [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    )
-    assert backoff_s(7, 0.1, 1.0, bottom) == 0.1
-    assert all(0.1 <= backoff_s(n, 0.1, 1.0) <= 1.0 for n in range(1, 100))
 
 
 def test_constructor_rejects_bad_limits() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path as FsPath
 
 import pytest
 
+from namerd.aio import cancel_and_wait, reconnect_delay_s
 from namerd.naming.namers import NAMER_KINDS, FsNamer, NamerConfigError, Notifier, build_namer
-from namerd.naming.namers.base import backoff_s, cancel_and_wait
 from shared import Path
 
 from . import WAIT_S
@@ -81,7 +81,7 @@ def test_build_namer_errors_name_the_problem(
 
 def test_backoff_grows_and_is_capped() -> None:
     for failures in range(1, 40):
-        delay = backoff_s(failures, 0.1, 2.0)
+        delay = reconnect_delay_s(failures, 0.1, 2.0)
         ceiling = min(2.0, 0.1 * 2 ** (failures - 1))
         assert ceiling / 2 <= delay <= ceiling
 
