@@ -31,7 +31,8 @@ def _handler(name: str) -> type[BaseHTTPRequestHandler]:
         def _answer(self, with_body: bool) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             received = self.rfile.read(length) if length else b""
-            host, port = self.server.server_address[:2]
+            address = self.server.server_address
+            host, port = (address[0], address[1]) if isinstance(address, tuple) else (address, 0)
             lines = [f"Hello from {name} ({host}:{port})", f"path: {self.path}"]
             lines += [f"{k}: {v}" for k, v in self.headers.items() if k.lower().startswith("l5d-")]
             if received:

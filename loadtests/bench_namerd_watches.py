@@ -207,8 +207,8 @@ def main() -> None:
             "baseline_1_stream": baseline,
             "fan_out": many,
             "fan_out_p50_vs_baseline": round(
-                float(many["p50_ms"]) / max(float(baseline["p50_ms"]), 0.1), 1
-            ),  # type: ignore[arg-type]
+                float(str(many["p50_ms"])) / max(float(str(baseline["p50_ms"])), 0.1), 1
+            ),
             "replica_put_to_watch": rep,
             "namerd_rss_mb_idle": round(rss_before, 1),
             "redis_connections_note": "all watch streams share one pub/sub connection per worker",

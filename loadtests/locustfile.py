@@ -77,7 +77,7 @@ REQUEST_COLUMNS = (
     "error",
 )
 
-_BODY = b"x" * POST_BYTES
+_BODY = "x" * POST_BYTES  # ASCII: the same bytes on the wire as b"x" * POST_BYTES
 _log: _RequestLog | None = None
 
 

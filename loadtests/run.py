@@ -651,35 +651,36 @@ class Run:
         run_end = self.t0 + a.duration_s
         findings = dict(self.findings)
         extras: dict[str, Callable[[float, float], object]] = {}
-        if a.scenario == "flip" and self.marks.get("put_at"):
+        put_at = self.marks.get("put_at")
+        fail_at = self.marks.get("fail_at")
+        if a.scenario == "flip" and put_at:
             findings.update(
                 analysis.flip_findings(
                     reqs,
                     service=a.service,
                     v1=a.v1,
                     v2=a.v2,
-                    put_at=self.marks["put_at"],
+                    put_at=put_at,
                     run_end=run_end,
                 )
             )
         elif a.scenario == "flip":
             findings["error"] = "the dtab was not changed (see put)"
-        if a.scenario == "backend-failure" and self.marks.get("fail_at"):
+        if a.scenario == "backend-failure" and fail_at:
             findings.update(
                 analysis.backend_failure_findings(
                     reqs,
                     samples,
                     service=a.service,
                     victim=a.victim,
-                    fail_at=self.marks["fail_at"],
+                    fail_at=fail_at,
                     restore_at=self.marks.get("restore_start"),
                     run_end=run_end,
                 )
             )
             avail = analysis.client_pattern(a.service, "loadbalancer/available")
             extras["lb_available"] = _last_in(samples, lambda m: analysis.metric_sum(m, avail))
-        if a.scenario == "namerd-outage" and self.marks.get("fail_at"):
-            fail_at = self.marks["fail_at"]
+        if a.scenario == "namerd-outage" and fail_at:
             up_at = self.marks.get("restored_at")
             if probes:
                 down_seen = next((t for t, ok in probes if t >= fail_at and not ok), None)

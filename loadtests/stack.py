@@ -41,6 +41,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +311,7 @@ class LocalStack:
         )
         for svc in SERVICES:
             # The first request of a name also waits for the linker's namerd watches.
-            self._wait(f"routing of {svc}", lambda svc=svc: self._routes(svc), "linker")
+            self._wait(f"routing of {svc}", partial(self._routes, svc), "linker")
 
     def start_backends(self, replicas: list[str], proc_name: str) -> None:
         """Start one backend process serving ``replicas``; waits until each port answers."""
@@ -324,7 +325,7 @@ class LocalStack:
             ],
         )
         for r in replicas:
-            self._wait(f"backend {r}", lambda r=r: self._answers(r), proc_name)
+            self._wait(f"backend {r}", partial(self._answers, r), proc_name)
 
     def kill_backend(self, proc_name: str = VICTIM) -> None:
         """SIGKILL a backend process: its sockets vanish at once, as in a crash."""

@@ -62,16 +62,16 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             }
         out["throughput"][workload] = table
 
-        def rps(name: str, table: dict[str, Any] = table) -> float:
+        def rate(name: str, table: dict[str, Any] = table) -> float:
             return float(table[name]["rps"]) if name in table else _NAN
 
         out["ratios"][workload] = {
-            "linker-1 / direct": ratio(rps("linker-1"), rps("direct")),
-            "linker-1 / nginx": ratio(rps("linker-1"), rps("nginx")),
-            "linker-1 / trio-h11-floor": ratio(rps("linker-1"), rps("trio-h11-floor")),
-            "trio-h11-floor / nginx": ratio(rps("trio-h11-floor"), rps("nginx")),
-            f"{linker_n} / direct": ratio(rps(linker_n), rps("direct")),
-            f"{linker_n} / nginx": ratio(rps(linker_n), rps("nginx")),
+            "linker-1 / direct": ratio(rate("linker-1"), rate("direct")),
+            "linker-1 / nginx": ratio(rate("linker-1"), rate("nginx")),
+            "linker-1 / trio-h11-floor": ratio(rate("linker-1"), rate("trio-h11-floor")),
+            "trio-h11-floor / nginx": ratio(rate("trio-h11-floor"), rate("nginx")),
+            f"{linker_n} / direct": ratio(rate(linker_n), rate("direct")),
+            f"{linker_n} / nginx": ratio(rate(linker_n), rate("nginx")),
         }
     for name, runs in results["latency"].items():
         out["latency"][name] = {
