@@ -34,6 +34,7 @@ from shared import (
     leaves,
     run_sync,
 )
+from shared.addr import WEIGHT_META_KEY, endpoint_weight
 from shared.names import Name, system_lookup
 from shared.nametree import Alt, Empty, Fail, Neg
 
@@ -179,11 +180,6 @@ class Interpreter:
         return ADDR_NEG
 
 
-def _weight_of(a: Address) -> float:
-    w = a.meta.get("endpoint_addr_weight", 1.0)
-    return float(w) if isinstance(w, int | float) and not isinstance(w, bool) else 1.0
-
-
 def _merge(parts: list[AddrBound]) -> AddrBound:
     """Union of address sets; an endpoint in several branches gets the sum of its weights."""
     by_endpoint: dict[tuple[str, int], Address] = {}
@@ -194,9 +190,9 @@ def _merge(parts: list[AddrBound]) -> AddrBound:
             if seen is None:
                 by_endpoint[key] = a
             else:
-                total = _weight_of(seen) + _weight_of(a)
+                total = endpoint_weight(seen.meta) + endpoint_weight(a.meta)
                 by_endpoint[key] = Address(
-                    a.ip, a.port, {**seen.meta, **a.meta, "endpoint_addr_weight": total}
+                    a.ip, a.port, {**seen.meta, **a.meta, WEIGHT_META_KEY: total}
                 )
     meta = {k: v for p in parts for k, v in p.meta.items()}
     return AddrBound(frozenset(by_endpoint.values()), meta)
@@ -206,7 +202,7 @@ def _scaled(addr: AddrBound, weight: float) -> AddrBound:
     out = []
     for a in addr.addrs:
         out.append(
-            Address(a.ip, a.port, {**a.meta, "endpoint_addr_weight": _weight_of(a) * weight})
+            Address(a.ip, a.port, {**a.meta, WEIGHT_META_KEY: endpoint_weight(a.meta) * weight})
         )
     return AddrBound(frozenset(out), addr.meta)
 
