@@ -40,8 +40,10 @@ from shared.fsformat import (
 )
 
 PREFIX = Path.read("/#/io.l5d.fs")
-#: A scan "now" far after every file's mtime, so no file is racy unless a test says so.
-LATER_NS = time.time_ns() + 10 * RACY_WINDOW_NS
+
+def later_ns() -> int:
+    """A scan "now" far after every file's mtime, so no file is racy unless a test says so."""
+    return time.time_ns() + 10 * RACY_WINDOW_NS
 
 
 # -- the file format ---------------------------------------------------------------------------
@@ -179,7 +181,7 @@ def test_scan_rules_for_names_hidden_files_and_dirs(tmp_path: FsPath) -> None:
     (tmp_path / "subdir" / "inner").write_text("10.0.0.1 80\n")
     (tmp_path / "linked").symlink_to(tmp_path / "ok")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    scan = scan_service_dir(tmp_path, now_ns=LATER_NS)
+    scan = scan_service_dir(tmp_path, now_ns=later_ns())
     assert sorted(scan.files) == ["linked", "ok"]
     assert scan.bad_names == {"has space", "users~"}
     assert set(scan.services) == {b"linked", b"ok"}
@@ -188,15 +190,15 @@ def test_scan_rules_for_names_hidden_files_and_dirs(tmp_path: FsPath) -> None:
 def test_scan_rereads_only_changed_files(tmp_path: FsPath) -> None:
     (tmp_path / "a").write_text("10.0.0.1 80\n")
     (tmp_path / "b").write_text("10.0.0.2 80\n")
-    first = scan_service_dir(tmp_path, now_ns=LATER_NS)
+    first = scan_service_dir(tmp_path, now_ns=later_ns())
     assert not any(f.racy for f in first.files.values())
-    (tmp_path / "b").write_text("10.0.0.3 80\n")  # new size: a new signature
-    second = scan_service_dir(tmp_path, first, now_ns=LATER_NS)
+    (tmp_path / "b").write_text("10.0.0.33 80\n")  # new size: a new signature
+    second = scan_service_dir(tmp_path, first, now_ns=later_ns())
     assert second.files["a"] is first.files["a"]  # not read again
-    assert second.files["b"].service.fixed == AddrBound(frozenset({Address("10.0.0.3", 80)}))
+    assert second.files["b"].service.fixed == AddrBound(frozenset({Address("10.0.0.33", 80)}))
     # A touch (new mtime, same content) is read again but keeps the service object.
-    os.utime(tmp_path / "a", ns=(LATER_NS - 5 * RACY_WINDOW_NS,) * 2)
-    third = scan_service_dir(tmp_path, second, now_ns=LATER_NS)
+    os.utime(tmp_path / "a", ns=(time.time_ns() - 5 * RACY_WINDOW_NS,) * 2)
+    third = scan_service_dir(tmp_path, second, now_ns=later_ns())
     assert third.files["a"] is not second.files["a"]
     assert third.files["a"].service is second.files["a"].service
 
@@ -216,13 +218,13 @@ def test_a_recently_modified_file_is_read_again_until_it_is_old(tmp_path: FsPath
     # ...until it is older than the window; then the signature is trusted.
     settled = scan_service_dir(tmp_path, again, now_ns=mtime + 2 * RACY_WINDOW_NS)
     assert not settled.files["users"].racy
-    later = scan_service_dir(tmp_path, settled, now_ns=LATER_NS)
+    later = scan_service_dir(tmp_path, settled, now_ns=later_ns())
     assert later.files["users"] is settled.files["users"]
 
 
 def test_scan_of_a_missing_dir_raises(tmp_path: FsPath) -> None:
     with pytest.raises(FileNotFoundError):
-        scan_service_dir(tmp_path / "nope", now_ns=LATER_NS)
+        scan_service_dir(tmp_path / "nope", now_ns=later_ns())
 
 
 def test_directory_view_lookup_addr_and_changes(tmp_path: FsPath) -> None:
@@ -230,8 +232,8 @@ def test_directory_view_lookup_addr_and_changes(tmp_path: FsPath) -> None:
     (tmp_path / "web").write_text("10.0.0.9 80\nweb.internal 80 * 2\nnowhere.internal 81\n")
     (tmp_path / "bad name").write_text("")
     view = FsDirectory(tmp_path)
-    assert view.apply(view.scan(LATER_NS)) == (True, ["bad name"])
-    assert view.apply(view.scan(LATER_NS)) == (False, [])  # nothing changed, nothing to warn
+    assert view.apply(view.scan(later_ns())) == (True, ["bad name"])
+    assert view.apply(view.scan(later_ns())) == (False, [])  # nothing changed, nothing to warn
 
     assert view.lookup(PREFIX, Path.read("/users/x")) == Leaf(
         Bound(PREFIX + Path("users"), Path("x"))
@@ -268,7 +270,7 @@ def test_directory_view_lookup_addr_and_changes(tmp_path: FsPath) -> None:
     }
 
     (tmp_path / "web").write_text("nowhere.internal 81\nweb.internal 80\n")
-    assert view.apply(view.scan(LATER_NS)) == (True, [])
+    assert view.apply(view.scan(later_ns())) == (True, [])
     failed = view.addr(PREFIX, web, dns({"web.internal": AddrFailed("no such host")}))
     assert failed == AddrFailed(
         f"{tmp_path / 'web'}:1: host 'nowhere.internal' not found; "
@@ -276,9 +278,9 @@ def test_directory_view_lookup_addr_and_changes(tmp_path: FsPath) -> None:
     )
 
     (tmp_path / "bad name").unlink()
-    assert view.apply(view.scan(LATER_NS)) == (False, [])
+    assert view.apply(view.scan(later_ns())) == (False, [])
     (tmp_path / "bad name").write_text("")
-    assert view.apply(view.scan(LATER_NS)) == (False, ["bad name"])  # warned again
+    assert view.apply(view.scan(later_ns())) == (False, ["bad name"])  # warned again
     (tmp_path / "users").unlink()
-    assert view.apply(view.scan(LATER_NS)) == (True, [])
+    assert view.apply(view.scan(later_ns())) == (True, [])
     assert view.addr(PREFIX, users, dns({})) is ADDR_NEG
