@@ -60,6 +60,7 @@ from shared.fsformat import (
     FsScan,
     parse_ip,
 )
+from shared.names import inet_address
 
 __all__ = [
     "DEFAULT_FS_POLL_INTERVAL_S",
@@ -69,9 +70,11 @@ __all__ = [
     "FS_CONFIG_KEYS",
     "Changes",
     "FsNamer",
+    "FsNamerSettings",
     "InetResolver",
     "NamerConfigError",
     "fs_namer_from_config",
+    "fs_namer_settings",
     "namer_prefix",
 ]
 
@@ -85,7 +88,6 @@ DEFAULT_INET_REFRESH_INTERVAL_S: Final = 5.0
 DEFAULT_IDLE_TTL_S: Final = 600.0
 #: The longest wait for one ``getaddrinfo`` answer.
 DEFAULT_RESOLVE_TIMEOUT_S: Final = 10.0
-_LOCAL_HOST: Final = "127.0.0.1"
 # getaddrinfo errors meaning "this name does not exist" rather than "DNS is unwell".
 _NAME_GONE: Final = frozenset(
     c for c in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if c is not None
@@ -182,20 +184,17 @@ class InetResolver:
     def addr(self, id: Path) -> Addr:
         """The addresses of ``/$/inet/<host>/<port>`` (or ``/<port>``, or ``fixedinet``).
 
-        Anything else is ``neg``: the binder only produces ids in these shapes.
+        Any other id is ``neg``; a malformed inet id (bad port, host not UTF-8) is
+        ``AddrFailed`` saying why.
         """
-        labels = id.labels
-        if len(labels) < 3 or labels[0] != b"$" or labels[1] not in (b"inet", b"fixedinet"):
-            return ADDR_NEG
-        fixed = labels[1] == b"fixedinet"
         try:
-            if len(labels) == 3:
-                return self.resolve(_LOCAL_HOST, int(labels[2]), fixed=fixed)
-            if len(labels) == 4:
-                return self.resolve(labels[2].decode("utf-8"), int(labels[3]), fixed=fixed)
-        except (UnicodeDecodeError, ValueError):
-            pass
-        return ADDR_NEG
+            target = inet_address(id)
+        except ValueError as err:
+            return AddrFailed(str(err))
+        if target is None:
+            return ADDR_NEG
+        host, port, fixed = target
+        return self.resolve(host, port, fixed=fixed)
 
     def resolve(self, host: str, port: int, *, fixed: bool = False) -> Addr:
         """``host:port`` as an Addr: at once for an IP, else from the cache (``pending`` first).
@@ -450,10 +449,17 @@ def namer_prefix(kind: str, value: Any) -> Path:
     return path if path[0] == b"#" else Path("#") + path
 
 
-def fs_namer_from_config(
-    config: Mapping[str, Any], changes: Changes, resolver: InetResolver
-) -> FsNamer:
-    """Build an ``io.l5d.fs`` namer from ``{kind, prefix, rootDir, pollIntervalSecs}``.
+@dataclass(frozen=True, slots=True)
+class FsNamerSettings:
+    """An ``io.l5d.fs`` namer's config, checked: where it is mounted, its directory, its poll."""
+
+    prefix: Path
+    root_dir: str
+    poll_interval_s: float = DEFAULT_FS_POLL_INTERVAL_S
+
+
+def fs_namer_settings(config: Mapping[str, Any]) -> FsNamerSettings:
+    """Check ``{kind, prefix, rootDir, pollIntervalSecs}`` (the namer's and the explainer's).
 
     Raises:
         NamerConfigError: a missing ``rootDir``, an unknown key, a bad prefix or interval.
@@ -469,10 +475,22 @@ def fs_namer_from_config(
     poll = config.get("pollIntervalSecs", DEFAULT_FS_POLL_INTERVAL_S)
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
         raise NamerConfigError(f"namer {kind}: pollIntervalSecs must be a number > 0, got {poll!r}")
+    return FsNamerSettings(namer_prefix(kind, config.get("prefix")), root, float(poll))
+
+
+def fs_namer_from_config(
+    config: Mapping[str, Any], changes: Changes, resolver: InetResolver
+) -> FsNamer:
+    """Build an ``io.l5d.fs`` namer from ``{kind, prefix, rootDir, pollIntervalSecs}``.
+
+    Raises:
+        NamerConfigError: see :func:`fs_namer_settings`.
+    """
+    settings = fs_namer_settings(config)
     return FsNamer(
-        namer_prefix(kind, config.get("prefix")),
-        root,
+        settings.prefix,
+        settings.root_dir,
         changes,
         resolver,
-        poll_interval_s=float(poll),
+        poll_interval_s=settings.poll_interval_s,
     )

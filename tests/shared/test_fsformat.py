@@ -41,6 +41,7 @@ from shared.fsformat import (
 
 PREFIX = Path.read("/#/io.l5d.fs")
 
+
 def later_ns() -> int:
     """A scan "now" far after every file's mtime, so no file is racy unless a test says so."""
     return time.time_ns() + 10 * RACY_WINDOW_NS

@@ -23,7 +23,6 @@ from linker.naming.interpreter import (
     BindFailure,
     BindTimeout,
     DefaultInterpreter,
-    DelegateFailure,
     Destination,
     InterpreterConfigError,
     NamerdHttpInterpreter,
@@ -398,19 +397,6 @@ async def test_default_binding_failures(disco: FsPath) -> None:
             await interp.resolve(Path.read("/svc/x"), Dtab.read("/svc/x => /$/nope"))
         fail = await interp.resolve(SVC_USERS, Dtab.read("/svc/users => !"))
         assert show_tree(fail.tree) == "!"
-
-
-async def test_default_delegate(disco: FsPath) -> None:
-    async with running(default(disco)) as interp:
-        tree = await interp.delegate(SVC_USERS, Dtab.read("/svc/users => /$/inet/127.0.0.1/1"))
-        assert tree["type"] == "alt"
-        assert tree["path"] == "/svc/users"
-        leaf = tree["alt"][0]
-        assert leaf["type"] == "leaf"
-        assert leaf["bound"]["addr"]["addrs"] == [{"ip": "127.0.0.1", "port": 1, "meta": {}}]
-    async with running(default(disco, "/svc => /svc/x")) as interp:
-        with pytest.raises(DelegateFailure, match="Max recursion"):
-            await interp.delegate(SVC_USERS, NO_DTAB)
 
 
 async def test_default_missing_root_dir_fails_at_start(tmp_path: FsPath) -> None:
