@@ -9,13 +9,23 @@ of a bound name: resolving an id to addresses is I/O and belongs to namerd or th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .addr import ADDR_NEG, Addr, AddrFailed
 from .errors import NamerFailure, UnknownNamer
 from .nametree import EMPTY, FAIL, NEG, Leaf, NameTree
 from .path import Path
 
-__all__ = ["INET_SCHEMES", "LOCAL_HOST", "Bound", "Name", "inet_address", "system_lookup"]
+__all__ = [
+    "INET_SCHEMES",
+    "LOCAL_HOST",
+    "Bound",
+    "Name",
+    "inet_addr",
+    "inet_address",
+    "system_lookup",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +129,15 @@ def inet_address(id: Path) -> tuple[str, int, bool] | None:
     if not (port.isdigit() and int(port) <= 65535):
         raise ValueError(f"invalid port in {id.show()}: expected 0-65535")
     return host, int(port), labels[1] == b"fixedinet"
+
+
+def inet_addr(id: Path, resolve: Callable[[str, int, bool], Addr]) -> Addr:
+    """The addresses of an inet id, asked of ``resolve(host, port, fixed)`` (the caller's DNS).
+
+    ``neg`` if ``id`` is not an inet id; ``AddrFailed`` saying why if it is a malformed one.
+    """
+    try:
+        target = inet_address(id)
+    except ValueError as err:
+        return AddrFailed(str(err))
+    return ADDR_NEG if target is None else resolve(*target)

@@ -33,7 +33,7 @@ from shared import (
     Addr,
     AddrBound,
     Address,
-    AddrFailed,
+    AddrNeg,
     AddrPending,
     Bound,
     DelegationError,
@@ -45,7 +45,7 @@ from shared import (
 from shared.binding import lookup_by_prefix
 from shared.explain import explain
 from shared.fsformat import FsDirectory, parse_ip
-from shared.names import Name, inet_address
+from shared.names import Name, inet_addr
 from shared.wire import encode
 
 __all__ = ["MAX_NAMERD_ANSWER_BYTES", "NAMERD_DELEGATE_TIMEOUT_S", "make_delegate"]
@@ -119,6 +119,11 @@ def _no_dns(host: str, port: int) -> Addr:
     return ADDR_PENDING  # the master does no DNS: a host name's addresses stay unknown
 
 
+def _ip_only(host: str, port: int, fixed: bool) -> Addr:
+    ip = parse_ip(host)
+    return _no_dns(host, port) if ip is None else AddrBound(frozenset({Address(ip, port)}))
+
+
 def _explain_here(namers: tuple[dict[str, Any], ...], path: Path, dtab: Dtab) -> tuple[int, str]:
     try:
         settings = [fs_namer_settings(n) for n in namers]
@@ -131,15 +136,8 @@ def _explain_here(namers: tuple[dict[str, Any], ...], path: Path, dtab: Dtab) ->
             if bound.id.startswith(prefix):
                 addr = view.get().addr(prefix, bound.id, _no_dns)
                 return None if isinstance(addr, AddrPending) else addr
-        try:
-            target = inet_address(bound.id)
-        except ValueError as err:
-            return AddrFailed(str(err))
-        if target is None:
-            return None
-        host, port, _ = target
-        ip = parse_ip(host)
-        return None if ip is None else AddrBound(frozenset({Address(ip, port)}))
+        addr = inet_addr(bound.id, _ip_only)
+        return None if isinstance(addr, AddrPending | AddrNeg) else addr
 
     lookup = lookup_by_prefix({prefix: partial(_lookup, prefix, v) for prefix, v in views.items()})
     try:

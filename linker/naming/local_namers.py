@@ -43,7 +43,6 @@ from typing import Any, Final
 import trio
 
 from shared import (
-    ADDR_NEG,
     ADDR_PENDING,
     Addr,
     AddrBound,
@@ -60,7 +59,7 @@ from shared.fsformat import (
     FsScan,
     parse_ip,
 )
-from shared.names import inet_address
+from shared.names import inet_addr
 
 __all__ = [
     "DEFAULT_FS_POLL_INTERVAL_S",
@@ -187,14 +186,7 @@ class InetResolver:
         Any other id is ``neg``; a malformed inet id (bad port, host not UTF-8) is
         ``AddrFailed`` saying why.
         """
-        try:
-            target = inet_address(id)
-        except ValueError as err:
-            return AddrFailed(str(err))
-        if target is None:
-            return ADDR_NEG
-        host, port, fixed = target
-        return self.resolve(host, port, fixed=fixed)
+        return inet_addr(id, lambda host, port, fixed: self.resolve(host, port, fixed=fixed))
 
     def resolve(self, host: str, port: int, *, fixed: bool = False) -> Addr:
         """``host:port`` as an Addr: at once for an IP, else from the cache (``pending`` first).

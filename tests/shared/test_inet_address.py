@@ -1,4 +1,4 @@
-"""shared.names.inet_address: what an inet id names, for every side's DNS."""
+"""shared.names.inet_address / inet_addr: what an inet id names, for every side's DNS."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import Path
-from shared.names import LOCAL_HOST, inet_address
+from shared import ADDR_NEG, ADDR_PENDING, Addr, AddrFailed, Path
+from shared.names import LOCAL_HOST, inet_addr, inet_address
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,18 @@ def test_any_path_is_an_address_nothing_or_a_value_error(labels: list[bytes]) ->
             host, port, fixed = got
             assert 0 <= port <= 65535
             assert fixed == (head[1:] == (b"fixedinet",))
+
+
+def test_inet_addr_asks_the_callers_dns_only_for_inet_ids() -> None:
+    asked: list[tuple[str, int, bool]] = []
+
+    def dns(host: str, port: int, fixed: bool) -> Addr:
+        asked.append((host, port, fixed))
+        return ADDR_PENDING
+
+    assert inet_addr(Path.read("/$/fixedinet/h/1"), dns) is ADDR_PENDING
+    assert inet_addr(Path.read("/#/io.l5d.fs/users"), dns) is ADDR_NEG
+    assert inet_addr(Path.read("/$/inet/h/99999"), dns) == AddrFailed(
+        "invalid port in /$/inet/h/99999: expected 0-65535"
+    )
+    assert asked == [("h", 1, True)]

@@ -48,9 +48,9 @@ from typing import Any, Final
 
 from namerd.aio import cancel_and_wait
 from namerd.naming.namers.base import Notifier
-from shared import ADDR_NEG, ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, Path
+from shared import ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, Path
 from shared.fsformat import parse_ip
-from shared.names import inet_address
+from shared.names import inet_addr
 
 __all__ = [
     "DEFAULT_IDLE_TTL_S",
@@ -58,7 +58,6 @@ __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT_S",
     "GetAddrInfo",
     "InetResolver",
-    "parse_ip",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,14 +143,7 @@ class InetResolver:
             name is being resolved for the first time, ``AddrFailed`` with the cause, or
             ``ADDR_NEG`` for an id that is not an inet id at all.
         """
-        try:
-            target = inet_address(id)
-        except ValueError as err:
-            return AddrFailed(str(err))
-        if target is None:
-            return ADDR_NEG
-        host, port, fixed = target
-        return self.resolve(host, port, fixed=fixed)
+        return inet_addr(id, lambda host, port, fixed: self.resolve(host, port, fixed=fixed))
 
     def resolve(self, host: str, port: int, *, fixed: bool = False) -> Addr:
         """The cached addresses of ``host:port``, starting a resolution on the first ask.

@@ -76,9 +76,9 @@ from namerd.naming.namers.base import (
     NotRegistered,
     config_interval_s,
 )
-from namerd.naming.namers.inet import parse_ip
 from shared import ADDR_NEG, NEG, Addr, AddrBound, Address, Bound, Leaf, NameTree, Path
 from shared.addr import WEIGHT_META_KEY, parse_weight
+from shared.fsformat import parse_ip
 from shared.path import show_label
 
 __all__ = [
