@@ -12,7 +12,8 @@ Theory of operation:
   into labels; the snapshot carries the scope table and the Prometheus renderer uses it.
 * Every ``snapshot_interval_s`` (default 1.0 s) and at exit the worker writes
   ``<metrics_dir>/<pid>.json`` atomically (temp file + ``os.replace``), so a reader sees the old
-  or the new snapshot, never half of one.
+  or the new snapshot, never half of one. The file format and the merge rules are
+  ``shared.metrics``' (namerd's workers use the same).
 * The master process merges: :func:`merge` sums the snapshots of live workers. When the master
   reaps a worker it calls :func:`retire`, which folds that worker's last counters and histograms
   into ``retired.json``: merged counters never go backwards when a worker is replaced or a
@@ -33,12 +34,25 @@ import contextlib
 import json
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path as FsPath
 from typing import Any
+
+from shared import metrics as shared_metrics
+from shared.metrics import (
+    compact_number,
+    fold_retired,
+    prom_histogram_lines,
+    prom_labels,
+    prom_name_part,
+    prom_value,
+    read_snapshot,
+    snapshot_name,
+    snapshot_pid,
+    write_snapshot_file,
+)
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
@@ -56,7 +70,6 @@ __all__ = [
     "retire",
     "to_json",
     "to_prometheus",
-    "write_snapshot_file",
 ]
 
 #: How often a worker writes its snapshot, in seconds. The admin view lags by at most this much.
@@ -90,7 +103,6 @@ RETIRED_FILE = "retired.json"
 MAX_SERIES = 10_000
 
 _SNAPSHOT_VERSION = 1
-_PID_FILE = re.compile(r"^(\d+)\.json$")
 
 # merge() runs in admin threads and retire() in the master's main loop, in the same process;
 # this lock keeps a merge from reading a worker both in retired.json and in its own file.
@@ -374,75 +386,8 @@ class Metrics:
         )
 
 
-def write_snapshot_file(metrics_dir: str, snapshot: Mapping[str, Any]) -> None:
-    """Write one snapshot as ``<pid>.json`` via a hidden temp file and ``os.replace``."""
-    pid = int(snapshot["pid"])
-    folder = FsPath(metrics_dir)
-    tmp = folder / f".{pid}.json.tmp"
-    tmp.write_text(json.dumps(snapshot, separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, folder / f"{pid}.json")
-
-
 # ---------------------------------------------------------------------------------------------
-# Merging across processes (master side)
-
-
-def _empty() -> dict[str, Any]:
-    return {"workers": 0, "counters": {}, "gauges": {}, "histograms": {}, "scopes": {}}
-
-
-def _add_hist(acc: dict[str, Any], name: str, h: Mapping[str, Any]) -> None:
-    mine = acc.get(name)
-    if mine is None:
-        acc[name] = {
-            "counts": list(h["counts"]),
-            "count": h["count"],
-            "sum": h["sum"],
-            "min": h.get("min"),
-            "max": h.get("max"),
-        }
-        return
-    if len(mine["counts"]) != len(h["counts"]):
-        return  # written with other bucket bounds (mixed versions): refuse to mix them
-    mine["counts"] = [a + b for a, b in zip(mine["counts"], h["counts"], strict=True)]
-    mine["count"] += h["count"]
-    mine["sum"] += h["sum"]
-    for key, pick in (("min", min), ("max", max)):
-        values = [v for v in (mine.get(key), h.get(key)) if v is not None]
-        mine[key] = pick(values) if values else None
-
-
-def _add(acc: dict[str, Any], snap: Mapping[str, Any], *, with_gauges: bool) -> None:
-    counters = acc["counters"]
-    for k, v in snap.get("counters", {}).items():
-        counters[k] = counters.get(k, 0) + v
-    if with_gauges:
-        gauges = acc["gauges"]
-        for k, v in snap.get("gauges", {}).items():
-            gauges[k] = gauges.get(k, 0) + v
-    for k, h in snap.get("histograms", {}).items():
-        _add_hist(acc["histograms"], k, h)
-    for k, v in snap.get("scopes", {}).items():
-        acc["scopes"].setdefault(k, v)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` exists. A zombie counts: its master has not retired it yet."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read(path: FsPath) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+# Merging across processes (master side): the rules are shared.metrics'; here the files.
 
 
 def merge(metrics_dir: str) -> dict[str, Any]:
@@ -455,29 +400,11 @@ def merge(metrics_dir: str) -> dict[str, Any]:
         ``{"workers": n, "counters": {...}, "gauges": {...}, "histograms": {name: {"counts",
         "count", "sum", "min", "max"}}, "scopes": {prefix: [prom_name, labels]}}``.
     """
-    acc = _empty()
     folder = FsPath(metrics_dir)
     with _fold_lock:
-        retired = _read(folder / RETIRED_FILE)
-        if retired is not None:
-            _add(acc, retired, with_gauges=False)
-        try:
-            entries = sorted(folder.iterdir())
-        except OSError:
-            entries = []
-        for path in entries:
-            m = _PID_FILE.match(path.name)
-            if m is None:
-                continue
-            if not _alive(int(m.group(1))):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                continue
-            snap = _read(path)
-            if snap is not None:
-                _add(acc, snap, with_gauges=True)
-                acc["workers"] += 1
-    return acc
+        return shared_metrics.merge(
+            shared_metrics.live_snapshots(folder), read_snapshot(folder / RETIRED_FILE)
+        )
 
 
 def retire(metrics_dir: str, pid: int) -> None:
@@ -487,20 +414,15 @@ def retire(metrics_dir: str, pid: int) -> None:
     Idempotent: the worker's file is deleted once folded.
     """
     folder = FsPath(metrics_dir)
-    own = folder / f"{pid}.json"
+    own = folder / snapshot_name(pid)
     with _fold_lock:
-        snap = _read(own)
+        snap = read_snapshot(own)
         if snap is not None:
-            acc = _empty()
-            retired = _read(folder / RETIRED_FILE)
-            if retired is not None:
-                _add(acc, retired, with_gauges=False)
-            _add(acc, snap, with_gauges=False)
-            body = {k: acc[k] for k in ("counters", "histograms", "scopes")}
+            body = fold_retired(read_snapshot(folder / RETIRED_FILE), snap)
             tmp = folder / f".{RETIRED_FILE}.tmp"
             tmp.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
             os.replace(tmp, folder / RETIRED_FILE)
-        for path in (own, folder / f".{pid}.json.tmp"):
+        for path in (own, folder / f".{own.name}.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -511,7 +433,7 @@ def clear(metrics_dir: str) -> None:
     with _fold_lock:
         for path in folder.iterdir():
             if (
-                _PID_FILE.match(path.name)
+                snapshot_pid(path.name) is not None
                 or path.name == RETIRED_FILE
                 or (path.name.startswith(".") and path.name.endswith(".tmp"))
             ):
@@ -551,13 +473,6 @@ def percentile(h: Mapping[str, Any], q: float) -> float:
     return float(hi_v or 0.0)
 
 
-def _num(v: float) -> float | int:
-    """Ints stay ints in JSON (``12``, not ``12.0``), as Linkerd prints counters."""
-    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-        return int(v)
-    return v
-
-
 def to_json(merged: Mapping[str, Any]) -> dict[str, float | int]:
     """Linkerd's flat ``metrics.json``: ``{"rt/out/service/svc/a/requests": 12, ...}``.
 
@@ -566,30 +481,19 @@ def to_json(merged: Mapping[str, Any]) -> dict[str, float | int]:
     """
     out: dict[str, float | int] = {}
     for k, v in merged.get("counters", {}).items():
-        out[k] = _num(v)
+        out[k] = compact_number(v)
     for k, v in merged.get("gauges", {}).items():
-        out[k] = _num(v)
+        out[k] = compact_number(v)
     for k, h in merged.get("histograms", {}).items():
         count = h["count"]
         out[f"{k}.count"] = count
-        out[f"{k}.sum"] = _num(round(h["sum"], 3))
-        out[f"{k}.avg"] = _num(round(h["sum"] / count, 3)) if count else 0
-        out[f"{k}.min"] = _num(h["min"]) if h.get("min") is not None else 0
-        out[f"{k}.max"] = _num(h["max"]) if h.get("max") is not None else 0
+        out[f"{k}.sum"] = compact_number(round(h["sum"], 3))
+        out[f"{k}.avg"] = compact_number(round(h["sum"] / count, 3)) if count else 0
+        out[f"{k}.min"] = compact_number(h["min"]) if h.get("min") is not None else 0
+        out[f"{k}.max"] = compact_number(h["max"]) if h.get("max") is not None else 0
         for key, q in PERCENTILES:
-            out[f"{k}.{key}"] = _num(round(percentile(h, q), 3))
+            out[f"{k}.{key}"] = compact_number(round(percentile(h, q), 3))
     return dict(sorted(out.items()))
-
-
-_PROM_BAD = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def _prom_part(part: str) -> str:
-    return _PROM_BAD.sub("_", part)
-
-
-def _prom_label_value(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _prom_split(name: str, scopes: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -603,30 +507,13 @@ def _prom_split(name: str, scopes: Mapping[str, Any]) -> tuple[str, tuple[tuple[
         if entry is not None:
             prom, labels = entry
             rest = name[cut + 1 :].split("/")
-            metric = ":".join([prom, *(_prom_part(p) for p in rest)])
+            metric = ":".join([prom, *(prom_name_part(p) for p in rest)])
             return metric, tuple((str(k), str(v)) for k, v in dict(labels).items())
     parts = name.split("/")
     if len(parts) > 2 and parts[0] == "rt":
         # A router-scoped name whose scope was never registered: still label the router.
-        return ":".join(["rt", *(_prom_part(p) for p in parts[2:])]), (("rt", parts[1]),)
-    return ":".join(_prom_part(p) for p in parts), ()
-
-
-def _prom_labels(labels: Iterable[tuple[str, str]], extra: str = "") -> str:
-    body = ",".join(f'{_prom_part(k)}="{_prom_label_value(v)}"' for k, v in labels)
-    if extra:
-        body = f"{body},{extra}" if body else extra
-    return "{" + body + "}" if body else ""
-
-
-def _prom_value(v: float) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "NaN"
-        if math.isinf(v):
-            return "+Inf" if v > 0 else "-Inf"
-        return repr(_num(v))
-    return str(v)
+        return ":".join(["rt", *(prom_name_part(p) for p in parts[2:])]), (("rt", parts[1]),)
+    return ":".join(prom_name_part(p) for p in parts), ()
 
 
 def to_prometheus(merged: Mapping[str, Any], *, prefix: str = "") -> str:
@@ -655,18 +542,14 @@ def to_prometheus(merged: Mapping[str, Any], *, prefix: str = "") -> str:
     for table, kind in (("counters", "counter"), ("gauges", "gauge")):
         for k, v in merged.get(table, {}).items():
             metric, labels = split(k)
-            family(metric, kind).append(f"{metric}{_prom_labels(labels)} {_prom_value(v)}")
+            family(metric, kind).append(f"{metric}{prom_labels(labels)} {prom_value(v)}")
     for k, h in merged.get("histograms", {}).items():
         metric, labels = split(k)
-        lines = family(metric, "histogram")
-        running = 0
-        bounds = [*(repr(_num(b)) for b in LATENCY_BUCKETS_MS), "+Inf"]
-        for bound, n in zip(bounds, h["counts"], strict=False):
-            running += n
-            le = 'le="' + bound + '"'
-            lines.append(f"{metric}_bucket{_prom_labels(labels, le)} {running}")
-        lines.append(f"{metric}_sum{_prom_labels(labels)} {_prom_value(float(h['sum']))}")
-        lines.append(f"{metric}_count{_prom_labels(labels)} {h['count']}")
+        family(metric, "histogram").extend(
+            prom_histogram_lines(
+                metric, labels, LATENCY_BUCKETS_MS, h["counts"], total=h["sum"], count=h["count"]
+            )
+        )
     out: list[str] = []
     for name in sorted(families):
         kind, lines = families[name]

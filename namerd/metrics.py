@@ -4,18 +4,33 @@ Each worker keeps its metrics in memory and writes a snapshot to ``<run_dir>/met
 every ``SNAPSHOT_INTERVAL_S`` (and when the admin page asks); the admin endpoint merges the
 snapshots of live workers, so ``/admin/metrics.json`` describes the whole namerd process tree no
 matter which worker answers. Plain files: no Redis dependency, so metrics work during a Redis
-outage, which is exactly when you want them.
+outage, which is exactly when you want them. The snapshot files and the merge rules are
+``shared.metrics``', the same as the linker's; the names, the JSON shape of
+``/admin/metrics.json`` (histograms as bare bucket counts, their sums as ``<name>/sum_ms``
+counters) and the Prometheus naming (``namerd_`` + labels for ``endpoint``, ``status`` and
+``namespace``) are namerd's own.
+
+Unlike the linker's master, gunicorn's arbiter does not fold an exited worker's counts into a
+retired total, so namerd's merged counters restart from the live workers' when one is replaced.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
 from collections import defaultdict
 from pathlib import Path as FsPath
 from typing import Any
+
+from shared.metrics import (
+    live_snapshots,
+    merge,
+    prom_histogram_lines,
+    prom_labels,
+    prom_name_part,
+    prom_value,
+    write_snapshot_file,
+)
 
 __all__ = ["SNAPSHOT_INTERVAL_S", "Metrics", "merge_snapshots", "prometheus_text"]
 
@@ -40,7 +55,7 @@ class Metrics:
 
     def set(self, name: str, value: float) -> None:
         """Set a gauge."""
-        self.gauges[name] = value
+        self.gauges[name] = float(value)
 
     def add(self, name: str, delta: float) -> None:
         """Move a gauge by ``delta``."""
@@ -59,13 +74,22 @@ class Metrics:
         self.counters[f"{name}/sum_ms"] += value_ms
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-able copy of everything."""
+        """A JSON-able copy of everything, in ``shared.metrics``' snapshot format."""
         return {
             "pid": os.getpid(),
             "time": time.time(),
             "counters": dict(self.counters),
             "gauges": dict(self.gauges),
-            "histograms": {k: list(v) for k, v in self.histograms.items()},
+            "histograms": {
+                k: {
+                    "counts": list(v),
+                    "count": sum(v),
+                    "sum": self.counters.get(f"{k}/sum_ms", 0.0),
+                    "min": None,
+                    "max": None,
+                }
+                for k, v in self.histograms.items()
+            },
         }
 
     def write_snapshot(self, run_dir: str | None) -> None:
@@ -74,86 +98,49 @@ class Metrics:
             return
         folder = FsPath(run_dir) / "metrics"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
-        os.replace(tmp, folder / f"{os.getpid()}.json")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        write_snapshot_file(folder, self.snapshot())
 
 
 def merge_snapshots(run_dir: str | None, own: Metrics) -> dict[str, Any]:
-    """Sum the snapshots of all live workers (this worker's from memory, not disk)."""
-    snaps = [own.snapshot()]
-    if run_dir:
-        for f in sorted((FsPath(run_dir) / "metrics").glob("*.json")):
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(f.stem)
-                if pid == os.getpid():
-                    continue
-                if not _alive(pid):
-                    f.unlink(missing_ok=True)
-                    continue
-                snaps.append(json.loads(f.read_text(encoding="utf-8")))
-    counters: dict[str, float] = defaultdict(float)
-    gauges: dict[str, float] = defaultdict(float)
-    hists: dict[str, list[int]] = {}
-    for s in snaps:
-        for k, v in s.get("counters", {}).items():
-            counters[k] += v
-        for k, v in s.get("gauges", {}).items():
-            gauges[k] += v
-        for k, v in s.get("histograms", {}).items():
-            acc = hists.setdefault(k, [0] * len(v))
-            for i, n in enumerate(v):
-                acc[i] += n
+    """Sum the snapshots of all live workers (this worker's from memory, not disk).
+
+    Returns:
+        ``{"workers": n, "counters": {...}, "gauges": {...}, "histograms": {name: [counts]}}``.
+    """
+    others = live_snapshots(FsPath(run_dir) / "metrics", skip_pid=os.getpid()) if run_dir else []
+    merged = merge([own.snapshot(), *others])
     return {
-        "workers": len(snaps),
-        "counters": dict(counters),
-        "gauges": dict(gauges),
-        "histograms": hists,
+        "workers": merged["workers"],
+        "counters": merged["counters"],
+        "gauges": merged["gauges"],
+        "histograms": {k: h["counts"] for k, h in merged["histograms"].items()},
     }
 
 
-def _prom_name(name: str) -> tuple[str, str]:
+def _prom_name(name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     """Split ``api/bind/status/200`` style names into a metric name and labels."""
     parts = name.split("/")
-    labels = []
+    labels: list[tuple[str, str]] = []
     base = []
     i = 0
     while i < len(parts):
         if parts[i] in ("endpoint", "status", "namespace") and i + 1 < len(parts):
-            labels.append(f'{parts[i]}="{parts[i + 1]}"')
+            labels.append((parts[i], parts[i + 1]))
             i += 2
         else:
             base.append(parts[i])
             i += 1
-    metric = "namerd_" + "_".join(p.replace(".", "_").replace("-", "_") for p in base)
-    return metric, ("{" + ",".join(labels) + "}") if labels else ""
+    return "namerd_" + "_".join(prom_name_part(p) for p in base), tuple(labels)
 
 
 def prometheus_text(merged: dict[str, Any]) -> str:
     """Render merged metrics in the Prometheus text exposition format."""
     lines: list[str] = [f"namerd_workers {merged['workers']}"]
-    for k, v in sorted(merged["counters"].items()):
-        metric, labels = _prom_name(k)
-        lines.append(f"{metric}{labels} {v:g}")
-    for k, v in sorted(merged["gauges"].items()):
-        metric, labels = _prom_name(k)
-        lines.append(f"{metric}{labels} {v:g}")
+    for table in ("counters", "gauges"):
+        for k, v in sorted(merged[table].items()):
+            metric, labels = _prom_name(k)
+            lines.append(f"{metric}{prom_labels(labels)} {prom_value(v)}")
     for k, buckets in sorted(merged["histograms"].items()):
         metric, labels = _prom_name(k)
-        inner = labels[1:-1] + "," if labels else ""
-        running = 0
-        for bound, n in zip((*LATENCY_BUCKETS_MS, "+Inf"), buckets, strict=True):
-            running += n
-            lines.append(f'{metric}_bucket{{{inner}le="{bound}"}} {running}')
-        lines.append(f"{metric}_count{labels} {running}")
+        lines.extend(prom_histogram_lines(metric, labels, LATENCY_BUCKETS_MS, buckets))
     return "\n".join(lines) + "\n"

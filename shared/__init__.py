@@ -1,8 +1,8 @@
 """The naming core shared by linker and namerd: paths, dtabs, name trees, binding, delegation.
 
-Pure and stdlib-only (no sockets, clock, randomness, trio or Redis): both the trio data plane
-and the asyncio name service import it and run exactly the same rules. See ``shared/README.md``
-for the model in one screen.
+Stdlib-only, with no sockets, clock, randomness, trio or Redis (``fsformat`` and ``metrics`` read
+and write files): both the trio data plane and the asyncio name service import it and run
+exactly the same rules. See ``shared/README.md`` for the model in one screen.
 """
 
 from __future__ import annotations

@@ -1,20 +1,44 @@
-"""Addresses: what a bound name resolves to (namerd's ``Addr``)."""
+"""Addresses: what a bound name resolves to (namerd's ``Addr``), and endpoint weights.
+
+Endpoint weight (Finagle's ``WeightedAddress``): an endpoint's share of its replica set, kept in
+``Address.meta`` under :data:`WEIGHT_META_KEY`. One rule for every reader (the ``io.l5d.fs``
+file parser, the registry, namerd's resolve, the linker's balancer input):
+
+* a weight is a real number (not a bool), finite and ``>= 0``: :func:`parse_weight`;
+* ``0`` is valid and means "no traffic while another endpoint has some" (Finagle's meaning);
+* an endpoint without a weight has :data:`DEFAULT_ENDPOINT_WEIGHT` (1.0).
+
+Where a weight is *written* (a service file line, a registration) a bad one is rejected with an
+error; where it is *read* back from meta that came from elsewhere, :func:`endpoint_weight`
+ignores a bad one and gives the default, so one odd endpoint cannot fail a whole replica set.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 __all__ = [
     "ADDR_NEG",
     "ADDR_PENDING",
+    "DEFAULT_ENDPOINT_WEIGHT",
+    "WEIGHT_META_KEY",
     "Addr",
     "AddrBound",
     "AddrFailed",
     "AddrNeg",
     "AddrPending",
     "Address",
+    "endpoint_weight",
+    "parse_weight",
 ]
+
+#: Where an endpoint's weight goes in its Address meta (Finagle/Linkerd's key).
+WEIGHT_META_KEY: Final = "endpoint_addr_weight"
+#: The weight of an endpoint whose meta gives none (or an invalid one).
+DEFAULT_ENDPOINT_WEIGHT: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +91,32 @@ ADDR_NEG = AddrNeg()
 ADDR_PENDING = AddrPending()
 
 Addr: TypeAlias = AddrBound | AddrNeg | AddrPending | AddrFailed
+
+
+def parse_weight(value: object) -> float:
+    """``value`` as an endpoint weight: a finite real number ``>= 0``.
+
+    Raises:
+        ValueError: a bool, a non-number, NaN, an infinity or a negative number; the message
+            says what a weight must be (callers prefix it with where the weight came from).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    try:
+        weight = float(value)
+    except OverflowError:  # an int too big for a float
+        weight = math.inf
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError("must be a finite number >= 0")
+    return weight
+
+
+def endpoint_weight(meta: Mapping[str, Any]) -> float:
+    """The weight in an Address ``meta``: :data:`DEFAULT_ENDPOINT_WEIGHT` if absent or invalid."""
+    value = meta.get(WEIGHT_META_KEY)
+    if value is None:
+        return DEFAULT_ENDPOINT_WEIGHT
+    try:
+        return parse_weight(value)
+    except ValueError:
+        return DEFAULT_ENDPOINT_WEIGHT

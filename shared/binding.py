@@ -20,7 +20,7 @@ Rules (Finagle ``Namer.bind`` + Linkerd ``ConfiguredNamersInterpreter``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
@@ -34,9 +34,11 @@ __all__ = [
     "DEFAULT_MAX_DEPTH",
     "Binder",
     "Done",
+    "Lookup",
     "NeedLookup",
     "Stepper",
     "bind",
+    "lookup_by_prefix",
     "run_sync",
 ]
 
@@ -236,6 +238,20 @@ def run_sync(stepper: Stepper[R], lookup: Callable[[NeedLookup], NameTree[Name]]
 
 def _no_namers(req: NeedLookup) -> NameTree[Name]:
     raise NamerFailure(f"no namer configured for {req.full.show()}")
+
+
+#: Answers a :class:`NeedLookup` (synchronously; it may do I/O or read memory).
+Lookup = Callable[[NeedLookup], NameTree[Name]]
+
+
+def lookup_by_prefix(namers: Mapping[Path, Callable[[Path], NameTree[Name]]]) -> Lookup:
+    """A lookup that asks the namer mounted at each request's prefix (``namer.lookup``)."""
+
+    def lookup(req: NeedLookup) -> NameTree[Name]:
+        namer = namers.get(req.namer)
+        return _no_namers(req) if namer is None else namer(req.path)
+
+    return lookup
 
 
 def bind(

@@ -16,7 +16,15 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeAlias
 
-from .binding import DEFAULT_MAX_DEPTH, NeedLookup, Stepper, _Answer, _lookup, run_sync
+from .binding import (
+    DEFAULT_MAX_DEPTH,
+    NeedLookup,
+    Stepper,
+    _Answer,
+    _lookup,
+    _no_namers,
+    run_sync,
+)
 from .dtab import Dentry, Dtab
 from .errors import DelegationError, MaxDepthExceeded
 from .names import Bound, Name
@@ -305,9 +313,9 @@ def delegate(
     namers: Sequence[Path] = (),
     max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> DelegateTree:
-    """Explain synchronously; namer errors from ``lookup`` become exception nodes."""
+    """Explain synchronously; namer errors from ``lookup`` become exception nodes.
 
-    def no_namers(req: NeedLookup) -> NameTree[Name]:
-        raise DelegationError(f"no namer configured for {req.full.show()}")
-
-    return run_sync(Delegator(dtab, path, namers, max_depth), lookup or no_namers)
+    Raises:
+        DelegationError: the chain outside any Alt/Union is longer than ``max_depth``.
+    """
+    return run_sync(Delegator(dtab, path, namers, max_depth), lookup or _no_namers)

@@ -9,13 +9,23 @@ of a bound name: resolving an id to addresses is I/O and belongs to namerd or th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .addr import ADDR_NEG, Addr, AddrFailed
 from .errors import NamerFailure, UnknownNamer
 from .nametree import EMPTY, FAIL, NEG, Leaf, NameTree
 from .path import Path
 
-__all__ = ["INET_SCHEMES", "Bound", "Name", "system_lookup"]
+__all__ = [
+    "INET_SCHEMES",
+    "LOCAL_HOST",
+    "Bound",
+    "Name",
+    "inet_addr",
+    "inet_address",
+    "system_lookup",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,8 @@ Name = Path | Bound
 
 #: ``/$/<scheme>/...`` kinds served by the inet rule.
 INET_SCHEMES = frozenset({b"inet", b"fixedinet"})
+#: The host of ``/$/inet/<port>`` (no host given).
+LOCAL_HOST = "127.0.0.1"
 
 # Java's Integer.parseInt accepts any Unicode decimal digit; so does str-pattern \d.
 _JAVA_INT = re.compile(r"[+-]?\d+\Z")
@@ -93,3 +105,39 @@ def system_lookup(path: Path) -> NameTree[Name]:
     elif kind == b"nil":
         return EMPTY
     raise UnknownNamer(kind.decode("utf-8", "backslashreplace"), path.show())
+
+
+def inet_address(id: Path) -> tuple[str, int, bool] | None:
+    """``(host, port, fixed)`` of a bound inet id, or None if ``id`` is not one.
+
+    The ids are what :func:`system_lookup` binds: ``/$/inet/<host>/<port>``,
+    ``/$/inet/<port>`` (host :data:`LOCAL_HOST`) and the same under ``/$/fixedinet`` (resolved
+    once, never refreshed). Turning the host into addresses is the caller's DNS.
+
+    Raises:
+        ValueError: an inet id whose host is not UTF-8 or whose port is not 0-65535 (the
+            message names the id).
+    """
+    labels = id.labels
+    if len(labels) not in (3, 4) or labels[0] != b"$" or labels[1] not in INET_SCHEMES:
+        return None
+    try:
+        host = labels[2].decode("utf-8") if len(labels) == 4 else LOCAL_HOST
+    except UnicodeDecodeError:
+        raise ValueError(f"invalid host in {id.show()}: not UTF-8") from None
+    port = labels[-1]
+    if not (port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"invalid port in {id.show()}: expected 0-65535")
+    return host, int(port), labels[1] == b"fixedinet"
+
+
+def inet_addr(id: Path, resolve: Callable[[str, int, bool], Addr]) -> Addr:
+    """The addresses of an inet id, asked of ``resolve(host, port, fixed)`` (the caller's DNS).
+
+    ``neg`` if ``id`` is not an inet id; ``AddrFailed`` saying why if it is a malformed one.
+    """
+    try:
+        target = inet_address(id)
+    except ValueError as err:
+        return AddrFailed(str(err))
+    return ADDR_NEG if target is None else resolve(*target)

@@ -15,7 +15,7 @@ import decimal
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 __all__ = [
     "DEFAULT_WEIGHT",
@@ -44,10 +44,6 @@ U = TypeVar("U")
 
 #: The weight of a union branch written without ``w *``.
 DEFAULT_WEIGHT = 1.0
-
-
-class _Showable(Protocol):
-    def show(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

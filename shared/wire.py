@@ -14,7 +14,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._parser import parse_tree
-from .addr import ADDR_NEG, ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, AddrPending
+from .addr import (
+    ADDR_NEG,
+    ADDR_PENDING,
+    Addr,
+    AddrBound,
+    Address,
+    AddrFailed,
+    AddrPending,
+    parse_weight,
+)
 from .delegate import (
     AltNode,
     DelegateNode,
@@ -244,10 +253,15 @@ def bound_tree_to_json(tree: NameTree[Bound], addr_of: AddrOf = _no_addr) -> dic
 
 
 def _weight(v: Mapping[str, Json], where: str) -> float:
+    # Union branch weights follow the endpoint weight rule (the dtab grammar cannot write a
+    # negative one either); namerd never sends anything else.
     w = v.get("weight")
     if isinstance(w, bool) or not isinstance(w, int | float):
         raise WireFormatError(f"{where}.weight", f"expected a number, got {_kind(w)}")
-    return float(w)
+    try:
+        return parse_weight(w)
+    except ValueError as err:
+        raise WireFormatError(f"{where}.weight", f"{w!r} {err}") from None
 
 
 def _children(o: Mapping[str, Json], key: str, where: str) -> list[Json]:

@@ -1,62 +1,62 @@
 """``/delegator.json`` for the admin server: explain how a path is routed.
 
-Runs in the (synchronous, trio-free) master. For a router bound by namerd it asks namerd's
-delegate API with the router's dtab appended (exactly what the workers send when binding);
-for a router with a local dtab it runs ``shared``'s Delegator here, looking local ``io.l5d.fs``
-services up on disk.
+Runs in the (synchronous, trio-free) master, which has no interpreter of its own. Every answer
+is namerd's delegate JSON, made by ``shared.explain``:
+
+* A router bound by namerd (``io.l5d.namerd.http``) is explained by namerd's own delegate API
+  (``/api/1/delegate/<namespace>``), with the router's dtab and the request's ``dtab``
+  appended: exactly what the workers send when binding. namerd's addresses are the
+  interpreter's ``dst``, read by ``namerd_client.parse_dst`` (every form the interpreter
+  accepts: ``/$/inet/h/p``, alternatives ``a | b``, lists), tried in order until one answers;
+  each gets :data:`NAMERD_DELEGATE_TIMEOUT_S`.
+* A router with a local dtab is explained here by ``shared.explain`` through the configured
+  ``io.l5d.fs`` namers, whose directories are read as the workers' namers read them
+  (``shared.fsformat``). A bound leaf shows its addresses when they need no DNS (IP
+  literals); the master does no DNS, so the addresses of a host name are left out.
 """
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path as FsPath
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, Final
 
 from linker.config.model import LinkerConfig, RouterConfig
-from shared import Dtab, DtabParseError, Leaf, NameTree, NeedLookup, Path, delegate
-from shared.names import Bound, Name
-from shared.nametree import NEG
-from shared.wire import delegate_tree_to_json, encode
+from linker.naming.local_namers import NamerConfigError, fs_namer_settings
+from linker.naming.namerd_client import DEFAULT_NAMESPACE, parse_dst
+from shared import (
+    ADDR_PENDING,
+    Addr,
+    AddrBound,
+    Address,
+    AddrNeg,
+    AddrPending,
+    Bound,
+    DelegationError,
+    Dtab,
+    DtabParseError,
+    NameTree,
+    Path,
+)
+from shared.binding import lookup_by_prefix
+from shared.explain import explain
+from shared.fsformat import FsDirectory, parse_ip
+from shared.names import Name, inet_addr
+from shared.wire import encode
 
-__all__ = ["make_delegate"]
+__all__ = ["MAX_NAMERD_ANSWER_BYTES", "NAMERD_DELEGATE_TIMEOUT_S", "make_delegate"]
 
-#: How long the admin server waits for namerd's delegate API.
-NAMERD_DELEGATE_TIMEOUT_S = 5.0
+#: How long the admin server waits for namerd's delegate API, per namerd address.
+NAMERD_DELEGATE_TIMEOUT_S: Final = 5.0
+#: The largest explanation accepted from namerd (protects the master's memory).
+MAX_NAMERD_ANSWER_BYTES: Final = 4 * 1024 * 1024
 
+#: ``delegate(path, dtab, router) -> (status, body)``, as the admin server calls it.
 Delegate = Callable[[str, str, str | None], tuple[int, str]]
-
-
-def _namerd_dst(interp: dict[str, Any]) -> tuple[str, int]:
-    dst = Path.read(str(interp.get("dst", "/$/inet/127.0.0.1/4180")))
-    labels = [label.decode() for label in dst.labels]
-    if len(labels) >= 4 and labels[:2] == ["$", "inet"]:
-        return labels[2], int(labels[3])
-    raise ValueError(f"interpreter dst {dst.show()} is not /$/inet/<host>/<port>")
-
-
-def _fs_lookup(
-    namers: tuple[dict[str, Any], ...],
-) -> tuple[list[Path], Callable[[NeedLookup], NameTree[Name]]]:
-    roots: dict[Path, FsPath] = {}
-    for n in namers:
-        prefix = Path.read(str(n.get("prefix", "/io.l5d.fs")))
-        if not prefix.labels or prefix.labels[0] != b"#":
-            prefix = Path("#") + prefix
-        roots[prefix] = FsPath(str(n["rootDir"]))
-
-    def lookup(req: NeedLookup) -> NameTree[Name]:
-        root = roots[req.namer]
-        if req.path.is_empty:
-            return NEG
-        service = req.path.labels[0].decode("utf-8", "replace")
-        if (root / service).is_file():
-            return Leaf(Bound(req.namer + req.path.take(1), req.path.drop(1)))
-        return NEG
-
-    return list(roots), lookup
 
 
 def make_delegate(config: LinkerConfig) -> Delegate:
@@ -75,25 +75,103 @@ def make_delegate(config: LinkerConfig) -> Delegate:
             extra = Dtab.read(extra_text) if extra_text else Dtab.empty()
         except DtabParseError as err:
             return 400, f"Invalid dtab: {err}\n{err.render()}\n"
-        local = router.dtab + extra
+        dtab = router.dtab + extra
         interp = router.interpreter or {}
         if interp.get("kind") == "io.l5d.namerd.http":
-            host, port = _namerd_dst(interp)
-            ns = str(interp.get("namespace", "default"))
-            query = urllib.parse.urlencode({"path": path.show(), "dtab": local.show()})
-            url = f"http://{host}:{port}/api/1/delegate/{urllib.parse.quote(ns)}?{query}"
-            try:
-                with urllib.request.urlopen(url, timeout=NAMERD_DELEGATE_TIMEOUT_S) as r:
-                    return 200, r.read().decode()
-            except urllib.error.HTTPError as err:
-                return 502, f"namerd answered {err.code}: {err.read().decode(errors='replace')}"
-            except OSError as err:
-                return (
-                    502,
-                    f"cannot reach namerd at {host}:{port} to explain {path.show()}: {err}\n",
-                )
-        prefixes, lookup = _fs_lookup(config.namers)
-        tree = delegate(local, path, lookup, namers=prefixes)
-        return 200, encode(delegate_tree_to_json(tree))
+            return _ask_namerd(interp, path, dtab)
+        return _explain_here(config.namers, path, dtab)
 
     return run
+
+
+def _ask_namerd(interp: Mapping[str, Any], path: Path, dtab: Dtab) -> tuple[int, str]:
+    dst = interp.get("dst")
+    try:
+        if dst is None:
+            raise ValueError("dst is required, e.g. /$/inet/127.0.0.1/4180")
+        dsts = parse_dst(dst)
+    except ValueError as err:
+        return 500, f"interpreter io.l5d.namerd.http: {err}\n"
+    namespace = str(interp.get("namespace", DEFAULT_NAMESPACE))
+    query = urllib.parse.urlencode({"path": path.show(), "dtab": dtab.show()})
+    target = f"/api/1/delegate/{urllib.parse.quote(namespace, safe='')}?{query}"
+    failures: list[str] = []
+    for host, port in dsts:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            with urllib.request.urlopen(
+                f"http://{authority}{target}", timeout=NAMERD_DELEGATE_TIMEOUT_S
+            ) as answer:
+                body = answer.read(MAX_NAMERD_ANSWER_BYTES + 1)
+        except urllib.error.HTTPError as err:  # namerd answered: that is the answer
+            text = err.read(MAX_NAMERD_ANSWER_BYTES).decode(errors="replace")
+            return 502, f"namerd answered {err.code}: {text}"
+        except OSError as err:
+            failures.append(f"{authority}: {getattr(err, 'reason', None) or err}")
+            continue
+        if len(body) > MAX_NAMERD_ANSWER_BYTES:
+            return 502, f"namerd's explanation exceeds {MAX_NAMERD_ANSWER_BYTES} bytes\n"
+        return 200, body.decode(errors="replace")
+    return 502, f"cannot reach namerd to explain {path.show()}: {'; '.join(failures)}\n"
+
+
+def _no_dns(host: str, port: int) -> Addr:
+    return ADDR_PENDING  # the master does no DNS: a host name's addresses stay unknown
+
+
+def _ip_only(host: str, port: int, fixed: bool) -> Addr:
+    ip = parse_ip(host)
+    return _no_dns(host, port) if ip is None else AddrBound(frozenset({Address(ip, port)}))
+
+
+def _explain_here(namers: tuple[dict[str, Any], ...], path: Path, dtab: Dtab) -> tuple[int, str]:
+    try:
+        settings = [fs_namer_settings(n) for n in namers]
+    except NamerConfigError as err:
+        return 500, f"{err}\n"
+    views = {s.prefix: _Lazy(s.root_dir) for s in settings}
+
+    def addr_of(bound: Bound) -> Addr | None:
+        for prefix, view in views.items():
+            if bound.id.startswith(prefix):
+                addr = view.get().addr(prefix, bound.id, _no_dns)
+                return None if isinstance(addr, AddrPending) else addr
+        addr = inet_addr(bound.id, _ip_only)
+        return None if isinstance(addr, AddrPending | AddrNeg) else addr
+
+    lookup = lookup_by_prefix({prefix: partial(_lookup, prefix, v) for prefix, v in views.items()})
+    try:
+        tree = explain(dtab, path, lookup, addr_of, namers=list(views))
+    except DelegationError as err:  # a dtab loop: namerd's answer for it
+        return 502, f"Delegating {path.show()} failed: {err}\n"
+    return 200, encode(tree)
+
+
+def _lookup(prefix: Path, view: _Lazy, path: Path) -> NameTree[Name]:
+    return view.get().lookup(prefix, path)
+
+
+class _Lazy:
+    """One fs namer's directory, read on first use within one explanation."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._view: FsDirectory | None = None
+
+    def get(self) -> FsDirectory:
+        """The directory's services.
+
+        Raises:
+            NamerConfigError: it cannot be listed (the explanation shows it as the namer's
+                failure).
+        """
+        if self._view is None:
+            view = FsDirectory(self.root)
+            try:
+                view.apply(view.scan(time.time_ns()))
+            except OSError as err:
+                raise NamerConfigError(
+                    f"rootDir {self.root!r} cannot be listed: {err.strerror or err}"
+                ) from err
+            self._view = view
+        return self._view

@@ -60,7 +60,6 @@ from linker.naming.namerd_client import (
     BindError,
     BindValue,
     NamerdClient,
-    NamerdError,
     Watch,
     parse_dst,
     tree_ids,
@@ -69,19 +68,16 @@ from shared import (
     ADDR_NEG,
     Addr,
     AddrPending,
-    Binder,
     Bound,
     DelegationError,
-    Delegator,
     Dtab,
     NameTree,
-    NeedLookup,
     Path,
+    bind,
     leaves,
-    run_sync,
     show_tree,
 )
-from shared.wire import delegate_tree_to_json
+from shared.binding import lookup_by_prefix
 
 __all__ = [
     "DEFAULT_BIND_TIMEOUT_S",
@@ -89,7 +85,6 @@ __all__ = [
     "BindFailure",
     "BindTimeout",
     "DefaultInterpreter",
-    "DelegateFailure",
     "Destination",
     "Interpreter",
     "InterpreterConfigError",
@@ -126,10 +121,6 @@ class BindFailure(InterpreterError):
     """Binding failed: a dtab loop, an unknown namer, namerd's binding exception..."""
 
 
-class DelegateFailure(InterpreterError):
-    """A delegation explanation could not be produced (namerd unreachable or refusing)."""
-
-
 class InterpreterConfigError(ValueError):
     """The ``interpreter`` (or ``namers``) config is wrong; the message names the key."""
 
@@ -160,14 +151,6 @@ class Interpreter(Protocol):
         Raises:
             BindTimeout: no complete answer within the bind timeout.
             BindFailure: binding failed; the message says why.
-        """
-        ...
-
-    async def delegate(self, path: Path, local_dtab: Dtab) -> dict[str, Any]:
-        """The delegation explanation (``/delegator.json``'s tree) as JSON.
-
-        Raises:
-            DelegateFailure: it could not be produced.
         """
         ...
 
@@ -427,28 +410,6 @@ class NamerdHttpInterpreter:
             f"from namerd at {dsts} (namespace {self.client.namespace!r}; {detail})"
         )
 
-    async def delegate(self, path: Path, local_dtab: Dtab) -> dict[str, Any]:
-        """namerd's ``/api/1/delegate/<ns>`` for ``path`` with the local dtab."""
-        dtab_text = _full_dtab(self.base_dtab, local_dtab).show()
-        try:
-            status, body = await self.client.get(
-                "delegate", {"path": path.show(), "dtab": dtab_text}
-            )
-        except NamerdError as err:
-            raise DelegateFailure(f"cannot explain {path.show()}: {err}") from None
-        text = body.decode("utf-8", "replace").strip()
-        if status != 200:
-            raise DelegateFailure(f"namerd answered {status} explaining {path.show()}: {text}")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise DelegateFailure(
-                f"namerd sent a delegate tree that is not JSON: {text!r}"
-            ) from None
-        if not isinstance(value, dict):
-            raise DelegateFailure(f"namerd sent a delegate tree that is not an object: {text!r}")
-        return value
-
     def state(self) -> dict[str, Any]:
         """The namerd client's state (watches, connections, reconnects), plus the kind."""
         return {"kind": self.kind, **self.client.state()}
@@ -531,6 +492,7 @@ class DefaultInterpreter:
                 )
             self.namers.append(namer)
         self._prefixes = [n.prefix for n in self.namers]
+        self._lookup = lookup_by_prefix({n.prefix: n.lookup for n in self.namers})
         self._cache: dict[tuple[Path, Dtab], _Cached] = {}
         # Touching is cheap but not free; a few times per TTL is plenty.
         self._touch_interval_s = min(1.0, idle_ttl_s / 4)
@@ -563,12 +525,6 @@ class DefaultInterpreter:
             del self._cache[key]
 
     # -- binding --------------------------------------------------------------------------------
-    def _lookup(self, req: NeedLookup) -> NameTree[Any]:
-        for namer in self.namers:
-            if namer.prefix == req.namer:
-                return namer.lookup(req.path)
-        raise DelegationError(f"no namer mounted at {req.namer.show()}")
-
     def _addr(self, id: Path) -> Addr:
         for namer in self.namers:
             if id.startswith(namer.prefix):
@@ -581,7 +537,7 @@ class DefaultInterpreter:
         now = trio.current_time()
         generation = self.changes.generation
         try:
-            tree = run_sync(Binder(dtab, path, self._prefixes, self.max_depth), self._lookup)
+            tree = bind(dtab, path, self._lookup, self._prefixes, self.max_depth)
         except DelegationError as err:
             return _Cached(generation, BindFailure(f"binding {path.show()} failed: {err}"), now)
         addrs: dict[Path, Addr] = {}
@@ -657,15 +613,6 @@ class DefaultInterpreter:
             oldest = min(self._cache, key=lambda k: self._cache[k].last_used)
             del self._cache[oldest]
         self._cache[key] = cached
-
-    async def delegate(self, path: Path, local_dtab: Dtab) -> dict[str, Any]:
-        """The delegation explanation, computed locally with ``shared.Delegator``."""
-        dtab = _full_dtab(self.dtab, local_dtab)
-        try:
-            tree = run_sync(Delegator(dtab, path, self._prefixes, self.max_depth), self._lookup)
-        except DelegationError as err:
-            raise DelegateFailure(f"cannot explain {path.show()}: {err}") from None
-        return delegate_tree_to_json(tree, lambda b: self._addr(b.id))
 
     def state(self) -> dict[str, Any]:
         """Namers, DNS entries and cached bindings, for metrics and admin."""

@@ -18,17 +18,15 @@ the interpreter knows when a cached binding may be stale and a waiting request w
     for ``idle_ttl_s`` (default 600 s) is dropped, so names seen once do not cost a task forever.
 
 ``io.l5d.fs`` (:class:`FsNamer`)
-    A directory with one file per service (``rootDir/users`` is ``/#/io.l5d.fs/users``); each
-    line ``host port [* weight]``, the weight going into ``Address.meta`` under
-    ``endpoint_addr_weight``; ``#`` comments and blank lines ignored. Polled every
-    ``poll_interval_s`` (default 1 s) with ``stat`` (portable, and inotify misses network file
-    systems); a file is re-read when its (inode, size, mtime, ctime) changes, or while its
-    mtime is within 2 s of our read (a same-size rewrite within the mtime granularity would
-    otherwise go unseen). Same rules as namerd's fs namer, so a service resolves the same with
-    or without namerd: a file that does not parse makes that service ``AddrFailed`` naming
-    file and line; hidden files, sub-directories and names that are not path labels are
-    skipped; host names are resolved through the :class:`InetResolver`; a directory that
-    vanishes keeps the last-known services until it is back.
+    A directory with one file per service (``rootDir/users`` is ``/#/io.l5d.fs/users``). The
+    file format, the directory rules (hidden files, sub-directories and names that are not
+    path labels are skipped) and when a file is re-read are ``shared.fsformat``'s, the same
+    code namerd's fs namer and the admin's route explainer use, so a service resolves the
+    same with or without namerd. Here: the directory is scanned every ``poll_interval_s``
+    (default 1 s) in a worker thread (``stat`` is portable, and inotify misses network file
+    systems); a bad file name is warned about once per appearance; host names are resolved
+    through the :class:`InetResolver`; a directory that vanishes keeps the last-known
+    services until it is back.
 """
 
 from __future__ import annotations
@@ -45,28 +43,23 @@ from typing import Any, Final
 import trio
 
 from shared import (
-    ADDR_NEG,
     ADDR_PENDING,
-    NEG,
     Addr,
     AddrBound,
     Address,
     AddrFailed,
-    Bound,
     DtabParseError,
-    Leaf,
     Name,
     NameTree,
     Path,
 )
 from shared.fsformat import (
-    WEIGHT_META_KEY,
-    FsEndpoint,
-    FsFileError,
-    parse_endpoints,
+    BAD_NAME_REASON,
+    FsDirectory,
+    FsScan,
     parse_ip,
 )
-from shared.path import show_label
+from shared.names import inet_addr
 
 __all__ = [
     "DEFAULT_FS_POLL_INTERVAL_S",
@@ -74,17 +67,14 @@ __all__ = [
     "DEFAULT_INET_REFRESH_INTERVAL_S",
     "DEFAULT_RESOLVE_TIMEOUT_S",
     "FS_CONFIG_KEYS",
-    "WEIGHT_META_KEY",
     "Changes",
-    "FsEndpoint",
-    "FsFileError",
     "FsNamer",
+    "FsNamerSettings",
     "InetResolver",
     "NamerConfigError",
     "fs_namer_from_config",
+    "fs_namer_settings",
     "namer_prefix",
-    "parse_endpoints",
-    "parse_ip",
 ]
 
 log = logging.getLogger("linker.namers")
@@ -97,15 +87,10 @@ DEFAULT_INET_REFRESH_INTERVAL_S: Final = 5.0
 DEFAULT_IDLE_TTL_S: Final = 600.0
 #: The longest wait for one ``getaddrinfo`` answer.
 DEFAULT_RESOLVE_TIMEOUT_S: Final = 10.0
-#: Finagle's ``WeightedAddress`` metadata key: the balancer scales an endpoint's load by it.
-
-_LOCAL_HOST: Final = "127.0.0.1"
 # getaddrinfo errors meaning "this name does not exist" rather than "DNS is unwell".
 _NAME_GONE: Final = frozenset(
     c for c in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if c is not None
 )
-# The coarsest file mtime granularity we expect (FAT: 2 s); see the module docstring.
-_RACY_WINDOW_NS: Final = 2_000_000_000
 
 GetAddrInfo = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
 
@@ -198,20 +183,10 @@ class InetResolver:
     def addr(self, id: Path) -> Addr:
         """The addresses of ``/$/inet/<host>/<port>`` (or ``/<port>``, or ``fixedinet``).
 
-        Anything else is ``neg``: the binder only produces ids in these shapes.
+        Any other id is ``neg``; a malformed inet id (bad port, host not UTF-8) is
+        ``AddrFailed`` saying why.
         """
-        labels = id.labels
-        if len(labels) < 3 or labels[0] != b"$" or labels[1] not in (b"inet", b"fixedinet"):
-            return ADDR_NEG
-        fixed = labels[1] == b"fixedinet"
-        try:
-            if len(labels) == 3:
-                return self.resolve(_LOCAL_HOST, int(labels[2]), fixed=fixed)
-            if len(labels) == 4:
-                return self.resolve(labels[2].decode("utf-8"), int(labels[3]), fixed=fixed)
-        except (UnicodeDecodeError, ValueError):
-            pass
-        return ADDR_NEG
+        return inet_addr(id, lambda host, port, fixed: self.resolve(host, port, fixed=fixed))
 
     def resolve(self, host: str, port: int, *, fixed: bool = False) -> Addr:
         """``host:port`` as an Addr: at once for an IP, else from the cache (``pending`` first).
@@ -328,44 +303,6 @@ def _addr_summary(addr: Addr) -> str:
 # -- io.l5d.fs ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Service:
-    """A parsed service file; ``fixed`` is its Addr when no DNS is needed (or it failed)."""
-
-    source: str
-    endpoints: tuple[FsEndpoint, ...]
-    fixed: Addr | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    signature: tuple[int, int, int, int]
-    racy: bool
-    service: _Service
-
-
-def _load(path: str) -> _Service:
-    """Read and parse one file; every problem becomes that service's ``AddrFailed``."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        return _Service(path, (), AddrFailed(f"{path}: cannot read: {err.strerror or err}"))
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        return _Service(path, (), AddrFailed(f"{path}:{line}: not UTF-8 text"))
-    try:
-        endpoints = tuple(parse_endpoints(text, path))
-    except FsFileError as err:
-        return _Service(path, (), AddrFailed(str(err)))
-    if all(parse_ip(e.host) is not None for e in endpoints):
-        addrs = frozenset(Address(parse_ip(e.host) or e.host, e.port, e.meta) for e in endpoints)
-        return _Service(path, endpoints, AddrBound(addrs))
-    return _Service(path, endpoints, None)
-
-
 class FsNamer:
     """``io.l5d.fs``, mounted at ``prefix`` (``/#/io.l5d.fs``); see the module docstring.
 
@@ -395,48 +332,18 @@ class FsNamer:
         self.changes = changes
         self.resolver = resolver
         self.poll_interval_s = poll_interval_s
-        self._seen: dict[str, _Seen] = {}
-        self._services: dict[bytes, _Service] = {}
-        self._warned: set[str] = set()
+        self._dir = FsDirectory(self.root_dir)
         self._dir_missing = False
         self.scans = 0
         self.last_scan_at: float | None = None  # wall clock, for admin pages
 
     def lookup(self, path: Path) -> NameTree[Name]:
         """``/<service>/rest`` -> ``Leaf(Bound(prefix/<service>, /rest))`` if the file exists."""
-        if path.is_empty or path[0] not in self._services:
-            return NEG
-        return Leaf(Bound(self.prefix + path.take(1), path.drop(1)))
+        return self._dir.lookup(self.prefix, path)
 
     def addr(self, id: Path) -> Addr:
         """The endpoints of ``prefix/<service>``: ``neg`` if no such file, else its addresses."""
-        if len(id) != len(self.prefix) + 1 or not id.startswith(self.prefix):
-            return ADDR_NEG
-        service = self._services.get(id[len(self.prefix)])
-        if service is None:
-            return ADDR_NEG
-        if service.fixed is not None:
-            return service.fixed
-        return self._resolve(service)
-
-    def _resolve(self, service: _Service) -> Addr:
-        found: dict[tuple[str, int], Address] = {}
-        failures: list[str] = []
-        pending = False
-        for e in service.endpoints:
-            answer = self.resolver.resolve(e.host, e.port)
-            if isinstance(answer, AddrBound):
-                for a in answer.sorted_addrs():
-                    found.setdefault((a.ip, a.port), Address(a.ip, a.port, e.meta))
-            elif isinstance(answer, AddrFailed):
-                failures.append(f"{service.source}:{e.line}: {answer.cause}")
-            else:
-                pending = True
-        if pending:
-            return ADDR_PENDING
-        if not found and failures:
-            return AddrFailed("; ".join(failures))
-        return AddrBound(frozenset(found.values()))
+        return self._dir.addr(self.prefix, id, self.resolver.resolve)
 
     async def start(self) -> None:
         """Read the directory once (the services are known when this returns).
@@ -446,13 +353,13 @@ class FsNamer:
                 see at once, not as 502s later).
         """
         try:
-            seen = await trio.to_thread.run_sync(self._scan, {})
+            scan = await trio.to_thread.run_sync(self._dir.scan, time.time_ns())
         except OSError as err:
             raise NamerConfigError(
                 f"namer {self.kind}: rootDir {os.fspath(self.root_dir)!r} cannot be listed: "
                 f"{err.strerror or err}; it must be an existing directory"
             ) from err
-        self._apply(seen)
+        self._apply(scan)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """:meth:`start` unless already done, report started, then poll until cancelled.
@@ -466,7 +373,7 @@ class FsNamer:
         while True:
             await trio.sleep(self.poll_interval_s)
             try:
-                seen = await trio.to_thread.run_sync(self._scan, self._seen)
+                scan = await trio.to_thread.run_sync(self._dir.scan, time.time_ns())
             except OSError as err:
                 if not self._dir_missing:
                     self._dir_missing = True
@@ -480,52 +387,16 @@ class FsNamer:
             if self._dir_missing:
                 self._dir_missing = False
                 log.info("%s: %s is back", self.kind, self.root_dir)
-            self._apply(seen)
+            self._apply(scan)
 
-    def _apply(self, seen: dict[str, _Seen]) -> None:
+    def _apply(self, scan: FsScan) -> None:
+        changed, new_bad_names = self._dir.apply(scan)
+        for name in new_bad_names:
+            log.warning("%s: ignoring %s: %s", self.kind, self.root_dir / name, BAD_NAME_REASON)
         self.scans += 1
         self.last_scan_at = time.time()
-        services = {os.fsencode(name): s.service for name, s in seen.items()}
-        self._seen = seen
-        if services != self._services:
-            self._services = services
+        if changed:
             self.changes.notify()
-
-    def _scan(self, previous: Mapping[str, _Seen]) -> dict[str, _Seen]:
-        """List the directory, re-reading changed files. Runs in a worker thread.
-
-        Raises:
-            OSError: the directory cannot be listed.
-        """
-        seen: dict[str, _Seen] = {}
-        with os.scandir(self.root_dir) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):
-                    continue  # editors' and atomic writers' scratch files
-                try:
-                    if not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except OSError:
-                    continue  # removed while listing
-                if show_label(os.fsencode(name)) != name:
-                    if name not in self._warned:
-                        self._warned.add(name)
-                        log.warning("%s: ignoring %s: not a path label", self.kind, entry.path)
-                    continue
-                signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                old = previous.get(name)
-                if old is not None and old.signature == signature and not old.racy:
-                    seen[name] = old
-                    continue
-                read_at_ns = time.time_ns()
-                service = _load(entry.path)
-                if old is not None and old.service == service:
-                    service = old.service
-                racy = st.st_mtime_ns >= read_at_ns - _RACY_WINDOW_NS
-                seen[name] = _Seen(signature, racy, service)
-        return seen
 
     def state(self) -> dict[str, Any]:
         """Services and scan status, for admin and metrics."""
@@ -542,7 +413,7 @@ class FsNamer:
                     if svc.fixed is not None
                     else "host names: " + " ".join(f"{e.host}:{e.port}" for e in svc.endpoints)
                 )
-                for label, svc in sorted(self._services.items())
+                for label, svc in sorted(self._dir.services.items())
             },
         }
 
@@ -570,10 +441,17 @@ def namer_prefix(kind: str, value: Any) -> Path:
     return path if path[0] == b"#" else Path("#") + path
 
 
-def fs_namer_from_config(
-    config: Mapping[str, Any], changes: Changes, resolver: InetResolver
-) -> FsNamer:
-    """Build an ``io.l5d.fs`` namer from ``{kind, prefix, rootDir, pollIntervalSecs}``.
+@dataclass(frozen=True, slots=True)
+class FsNamerSettings:
+    """An ``io.l5d.fs`` namer's config, checked: where it is mounted, its directory, its poll."""
+
+    prefix: Path
+    root_dir: str
+    poll_interval_s: float = DEFAULT_FS_POLL_INTERVAL_S
+
+
+def fs_namer_settings(config: Mapping[str, Any]) -> FsNamerSettings:
+    """Check ``{kind, prefix, rootDir, pollIntervalSecs}`` (the namer's and the explainer's).
 
     Raises:
         NamerConfigError: a missing ``rootDir``, an unknown key, a bad prefix or interval.
@@ -589,10 +467,22 @@ def fs_namer_from_config(
     poll = config.get("pollIntervalSecs", DEFAULT_FS_POLL_INTERVAL_S)
     if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
         raise NamerConfigError(f"namer {kind}: pollIntervalSecs must be a number > 0, got {poll!r}")
+    return FsNamerSettings(namer_prefix(kind, config.get("prefix")), root, float(poll))
+
+
+def fs_namer_from_config(
+    config: Mapping[str, Any], changes: Changes, resolver: InetResolver
+) -> FsNamer:
+    """Build an ``io.l5d.fs`` namer from ``{kind, prefix, rootDir, pollIntervalSecs}``.
+
+    Raises:
+        NamerConfigError: see :func:`fs_namer_settings`.
+    """
+    settings = fs_namer_settings(config)
     return FsNamer(
-        namer_prefix(kind, config.get("prefix")),
-        root,
+        settings.prefix,
+        settings.root_dir,
         changes,
         resolver,
-        poll_interval_s=float(poll),
+        poll_interval_s=settings.poll_interval_s,
     )

@@ -122,15 +122,13 @@ DEFAULT_IDLE_TTL_S: Final = 600.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 3.0
 #: A stream silent (no value, no heartbeat) for this long is re-opened.
 DEFAULT_STREAM_IDLE_TIMEOUT_S: Final = 60.0
-#: The longest a one-shot request (delegate) may take, connection included.
+#: The longest wait for the body of namerd's refusal of a watch (it is kept as the error).
 DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
 #: Most watches of each kind (bind, addr) kept open (Linkerd's binding cache size).
 DEFAULT_MAX_WATCHES: Final = 1000
 
 #: A single streamed value larger than this is refused (protects the worker's memory).
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024
-#: How much of an error response body (or one-shot response) we keep.
-MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 _RECEIVE_BYTES: Final = 64 * 1024
 _USER_AGENT: Final = "l5py-linker (io.l5d.namerd.http)"
 
@@ -334,7 +332,7 @@ class NamerdClient:
         idle_ttl_s: close watches unused this long. Default 600 s.
         connect_timeout_s: per namerd address. Default 3 s.
         stream_idle_timeout_s: re-open a stream silent this long. Default 60 s.
-        request_timeout_s: one-shot requests (delegate). Default 5 s.
+        request_timeout_s: reading the body of a refused watch request. Default 5 s.
         max_watches: most watches of each kind. Default 1000.
         rejoin_jitter_s: when one watch reaches namerd again, the others waiting out a backoff
             retry at a random moment within this. Default 0.2 s.
@@ -739,45 +737,6 @@ class NamerdClient:
             watch.kind,
             watch.path.show(),
         )
-
-    # -- one-shot requests ----------------------------------------------------------------------
-    async def get(self, endpoint: str, params: Mapping[str, str]) -> tuple[int, bytes]:
-        """``GET /api/1/<endpoint>/<ns>?params``: the status and body.
-
-        Raises:
-            NamerdError: connecting failed, the answer broke, or it took longer than
-                ``request_timeout_s``.
-        """
-        target = f"/api/1/{endpoint}/{self._ns_quoted}?{urlencode(params, quote_via=quote)}"
-        try:
-            with trio.fail_after(self.request_timeout_s):
-                stream, dst = await self._connect()
-                async with stream:
-                    conn = h11.Connection(h11.CLIENT)
-                    await stream.send_all(
-                        conn.send(self._request(target, *dst, close=True))
-                        + (conn.send(h11.EndOfMessage()) or b"")
-                    )
-                    status = 0
-                    body = bytearray()
-                    while True:
-                        event = conn.next_event()
-                        if event is h11.NEED_DATA:
-                            conn.receive_data(await stream.receive_some(_RECEIVE_BYTES))
-                        elif isinstance(event, h11.Response):
-                            status = event.status_code
-                        elif isinstance(event, h11.Data):
-                            body += event.data
-                            if len(body) > MAX_BODY_BYTES:
-                                raise NamerdError(f"namerd's answer exceeds {MAX_BODY_BYTES} bytes")
-                        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                            return status, bytes(body)
-        except trio.TooSlowError:
-            raise NamerdError(f"namerd did not answer within {self.request_timeout_s}s") from None
-        except h11.ProtocolError as err:
-            raise NamerdError(f"broken HTTP from namerd: {err}") from err
-        except (trio.BrokenResourceError, OSError) as err:
-            raise NamerdError(f"connection to namerd lost: {err}") from err
 
     # -- state ----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -21,20 +21,20 @@ from shared import (
     Address,
     AddrFailed,
     AddrPending,
-    Binder,
     Bound,
     DelegateTree,
-    Delegator,
     Dtab,
     Leaf,
     NameTree,
-    NeedLookup,
     Path,
     Union,
+    bind,
+    delegate,
     leaves,
-    run_sync,
 )
-from shared.names import Name, system_lookup
+from shared.addr import WEIGHT_META_KEY, endpoint_weight
+from shared.binding import lookup_by_prefix
+from shared.names import system_lookup
 from shared.nametree import Alt, Empty, Fail, Neg
 
 __all__ = ["Interpreter"]
@@ -61,9 +61,7 @@ class Interpreter:
         self._publishing: set[asyncio.Task[bool]] = set()
         self.prefixes = tuple(n.prefix for n in self.namers)
         self._by_prefix = {n.prefix: n for n in self.namers}
-
-    def _lookup(self, req: NeedLookup) -> NameTree[Name]:
-        return self._by_prefix[req.namer].lookup(req.path)
+        self._lookup = lookup_by_prefix({n.prefix: n.lookup for n in self.namers})
 
     def bind(self, dtab: Dtab, path: Path) -> NameTree[Bound]:
         """Bind ``path`` through ``dtab`` and the namers.
@@ -71,11 +69,18 @@ class Interpreter:
         Raises:
             shared.DelegationError: a loop, an unknown ``/$`` namer, or a namer failure.
         """
-        return run_sync(Binder(dtab, path, self.prefixes, self.max_depth), self._lookup)
+        return bind(dtab, path, self._lookup, self.prefixes, self.max_depth)
 
     def delegate(self, dtab: Dtab, path: Path) -> DelegateTree:
-        """Explain how ``path`` is bound (every branch, errors as exception nodes)."""
-        return run_sync(Delegator(dtab, path, self.prefixes, self.max_depth), self._lookup)
+        """Explain how ``path`` is bound (every branch, errors as exception nodes).
+
+        The tree of ``shared.explain``'s explainer: the API renders it with
+        ``delegate_tree_to_json(tree, addr_of)``, once no leaf's addresses are pending.
+
+        Raises:
+            shared.DelegationError: a dtab loop outside any alternative or union.
+        """
+        return delegate(dtab, path, self._lookup, self.prefixes, self.max_depth)
 
     def addr(self, bound_id: Path) -> Addr:
         """The addresses of a concrete bound id (what ``/api/1/addr`` serves).
@@ -179,11 +184,6 @@ class Interpreter:
         return ADDR_NEG
 
 
-def _weight_of(a: Address) -> float:
-    w = a.meta.get("endpoint_addr_weight", 1.0)
-    return float(w) if isinstance(w, int | float) and not isinstance(w, bool) else 1.0
-
-
 def _merge(parts: list[AddrBound]) -> AddrBound:
     """Union of address sets; an endpoint in several branches gets the sum of its weights."""
     by_endpoint: dict[tuple[str, int], Address] = {}
@@ -194,9 +194,9 @@ def _merge(parts: list[AddrBound]) -> AddrBound:
             if seen is None:
                 by_endpoint[key] = a
             else:
-                total = _weight_of(seen) + _weight_of(a)
+                total = endpoint_weight(seen.meta) + endpoint_weight(a.meta)
                 by_endpoint[key] = Address(
-                    a.ip, a.port, {**seen.meta, **a.meta, "endpoint_addr_weight": total}
+                    a.ip, a.port, {**seen.meta, **a.meta, WEIGHT_META_KEY: total}
                 )
     meta = {k: v for p in parts for k, v in p.meta.items()}
     return AddrBound(frozenset(by_endpoint.values()), meta)
@@ -206,7 +206,7 @@ def _scaled(addr: AddrBound, weight: float) -> AddrBound:
     out = []
     for a in addr.addrs:
         out.append(
-            Address(a.ip, a.port, {**a.meta, "endpoint_addr_weight": _weight_of(a) * weight})
+            Address(a.ip, a.port, {**a.meta, WEIGHT_META_KEY: endpoint_weight(a.meta) * weight})
         )
     return AddrBound(frozenset(out), addr.meta)
 

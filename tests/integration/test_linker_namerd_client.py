@@ -8,6 +8,7 @@ meanwhile picked up), and a fresh linker with namerd down (bounded wait, clear e
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,8 @@ import httpx
 import pytest
 import trio
 
+from linker.config.model import LinkerConfig, RouterConfig, ServerConfig
+from linker.naming.explain import make_delegate
 from linker.naming.interpreter import (
     BindFailure,
     BindTimeout,
@@ -267,14 +270,33 @@ async def test_neg_name(namerd: Namerd) -> None:
         assert dest.addrs == {}
 
 
-async def test_delegate(namerd: Namerd) -> None:
+async def test_admin_explains_through_namerd(namerd: Namerd) -> None:
+    """/delegator.json of a namerd-bound router is namerd's explanation; every dst form."""
     space = ns()
     await sync(put_dtab, namerd, space, "/svc => /#/io.l5d.fs")
-    async with running(interpreter(namerd, space)) as interp:
-        tree = await interp.delegate(SVC_USERS, Dtab.read("/svc/users => /$/inet/127.0.0.1/1"))
-        assert tree["type"] == "alt"
-        assert tree["path"] == "/svc/users"
-        assert len(tree["alt"]) == 2
+    refused = free_port()  # nobody listens: the explainer must move on to the next address
+    config = LinkerConfig(
+        (
+            RouterConfig(
+                "out",
+                (ServerConfig(port=0),),
+                dtab=Dtab.read("/svc/users => /$/inet/127.0.0.1/1"),
+                interpreter={
+                    "kind": "io.l5d.namerd.http",
+                    "dst": f"/$/inet/127.0.0.1/{refused} | /$/inet/127.0.0.1/{namerd.api_port}",
+                    "namespace": space,
+                },
+            ),
+        ),
+        workers=1,
+    )
+    status, body = await sync(make_delegate(config), "/svc/users", "", None)
+    assert status == 200, body
+    tree = json.loads(body)
+    assert tree["type"] == "alt"
+    assert tree["path"] == "/svc/users"
+    assert len(tree["alt"]) == 2
+    assert tree["alt"][1]["bound"]["addr"]["type"] == "bound"  # namerd's inline addresses
 
 
 # -- sharing and idle closing --------------------------------------------------------------------

@@ -21,8 +21,8 @@ from linker.metrics import (
     retire,
     to_json,
     to_prometheus,
-    write_snapshot_file,
 )
+from shared.metrics import write_snapshot_file
 
 
 def dead_pid() -> int:

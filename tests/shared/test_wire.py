@@ -172,6 +172,16 @@ def test_neg_and_fail_paths_on_the_wire() -> None:
             {"type": "union", "union": [{"weight": True, "tree": {}}]},
             "$.union[0].weight",
         ),
+        (
+            bound_tree_from_json,
+            {"type": "union", "union": [{"weight": -1, "tree": {"type": "neg"}}]},
+            "$.union[0].weight",
+        ),
+        (
+            delegate_tree_from_json,
+            {"type": "union", "path": "/a", "union": [{"weight": float("inf"), "tree": {}}]},
+            "$.union[0].weight",
+        ),
         (bound_tree_from_json, {"type": "leaf", "bound": {"id": "not-a-path"}}, "$.bound.id"),
         (bound_tree_from_json, {"type": "alt", "alt": {}}, "$.alt"),
         (

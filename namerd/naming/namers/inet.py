@@ -48,8 +48,9 @@ from typing import Any, Final
 
 from namerd.aio import cancel_and_wait
 from namerd.naming.namers.base import Notifier
-from shared import ADDR_NEG, ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, Path
+from shared import ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, Path
 from shared.fsformat import parse_ip
+from shared.names import inet_addr
 
 __all__ = [
     "DEFAULT_IDLE_TTL_S",
@@ -57,7 +58,6 @@ __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT_S",
     "GetAddrInfo",
     "InetResolver",
-    "parse_ip",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ DEFAULT_RESOLVE_TIMEOUT_S: Final = 10.0
 
 #: ``getaddrinfo(host, port)`` returning ``socket.getaddrinfo``-shaped tuples.
 GetAddrInfo = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
-
-_LOCAL_HOST: Final = "127.0.0.1"
 
 # getaddrinfo errors that mean "this name does not exist", as opposed to "DNS is unwell".
 # EAI_NODATA is missing from the socket module on some platforms (e.g. macOS).
@@ -145,19 +143,7 @@ class InetResolver:
             name is being resolved for the first time, ``AddrFailed`` with the cause, or
             ``ADDR_NEG`` for an id that is not an inet id at all.
         """
-        labels = id.labels
-        if len(labels) not in (3, 4) or labels[0] != b"$":
-            return ADDR_NEG
-        if labels[1] not in (b"inet", b"fixedinet"):
-            return ADDR_NEG
-        try:
-            host = labels[2].decode("utf-8") if len(labels) == 4 else _LOCAL_HOST
-        except UnicodeDecodeError:
-            return AddrFailed(f"invalid host in {id.show()}: not UTF-8")
-        port_label = labels[-1]
-        if not port_label.isdigit() or not 0 <= int(port_label) <= 65535:
-            return AddrFailed(f"invalid port in {id.show()}: expected 0-65535")
-        return self.resolve(host, int(port_label), fixed=labels[1] == b"fixedinet")
+        return inet_addr(id, lambda host, port, fixed: self.resolve(host, port, fixed=fixed))
 
     def resolve(self, host: str, port: int, *, fixed: bool = False) -> Addr:
         """The cached addresses of ``host:port``, starting a resolution on the first ask.

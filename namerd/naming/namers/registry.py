@@ -76,14 +76,16 @@ from namerd.naming.namers.base import (
     NotRegistered,
     config_interval_s,
 )
-from namerd.naming.namers.inet import parse_ip
 from shared import ADDR_NEG, NEG, Addr, AddrBound, Address, Bound, Leaf, NameTree, Path
+from shared.addr import WEIGHT_META_KEY, parse_weight
+from shared.fsformat import parse_ip
 from shared.path import show_label
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_SWEEP_INTERVAL_S",
+    "BadWeight",
     "RegistryNamer",
 ]
 
@@ -389,11 +391,12 @@ class RegistryNamer(Namer):
         """Register (or re-register) ``host:port`` for ``service``, alive for ``ttl_s``.
 
         Re-registering replaces the meta and restarts the TTL. ``meta`` becomes the Address
-        meta (a JSON object).
+        meta (a JSON object); an ``endpoint_addr_weight`` in it must follow
+        ``shared.addr``'s weight rule (a finite number >= 0).
 
         Raises:
             ValueError: bad service name (not a path label), host (not an IP), port, TTL, or
-                meta that is not JSON.
+                meta that is not JSON; :class:`BadWeight` (a ValueError) for a bad weight.
             NamerUnavailable: Redis is down; the registration may not have happened.
         """
         member = _member(host, port)
@@ -573,15 +576,38 @@ def _decode(label: bytes) -> str:
     return label.decode("ascii", errors="replace")
 
 
+class BadWeight(NamerError, ValueError):
+    """A registration's ``endpoint_addr_weight`` breaks the weight rule (400).
+
+    A ValueError like the other bad ``register()`` arguments, and a NamerdError so the API
+    answers 400 with the message instead of an internal error.
+    """
+
+    default_http_status = 400
+
+
 def _meta_json(meta: Mapping[str, Any] | None) -> str:
     if not meta:
         return ""
+    if WEIGHT_META_KEY in meta:
+        try:
+            parse_weight(meta[WEIGHT_META_KEY])
+        except ValueError as err:
+            raise BadWeight(f"meta {WEIGHT_META_KEY} {meta[WEIGHT_META_KEY]!r} {err}") from None
     try:
         # Sorted keys: the same meta always gives the same text, so re-registering with the
         # same meta is not a change (no publish, no notify).
         return json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta must be a JSON object: {exc}") from exc
+
+
+def _valid_weight(value: object) -> bool:
+    try:
+        parse_weight(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _addr_bound(service: str, members: Iterable[object], metas: Mapping[Any, Any]) -> AddrBound:
@@ -603,5 +629,14 @@ def _addr_bound(service: str, members: Iterable[object], metas: Mapping[Any, Any
                 meta = loaded
             else:
                 log.warning("registry: ignoring bad meta of %s %s", service, member)
+            if WEIGHT_META_KEY in meta and not _valid_weight(meta[WEIGHT_META_KEY]):
+                # Written before the weight rule (or by hand): serve the default instead.
+                log.warning(
+                    "registry: ignoring bad %s %r of %s %s",
+                    WEIGHT_META_KEY,
+                    meta.pop(WEIGHT_META_KEY),
+                    service,
+                    member,
+                )
         addrs.add(Address(parsed[0], parsed[1], meta))
     return AddrBound(frozenset(addrs))

@@ -23,13 +23,12 @@ from linker.naming.interpreter import (
     BindFailure,
     BindTimeout,
     DefaultInterpreter,
-    DelegateFailure,
     Destination,
     InterpreterConfigError,
     NamerdHttpInterpreter,
     build_interpreter,
 )
-from linker.naming.local_namers import Changes, NamerConfigError, parse_endpoints
+from linker.naming.local_namers import Changes, NamerConfigError
 from linker.naming.namerd_client import (
     DEFAULT_FIRST_RETRY_S,
     DEFAULT_RETRY_BASE_S,
@@ -400,41 +399,10 @@ async def test_default_binding_failures(disco: FsPath) -> None:
         assert show_tree(fail.tree) == "!"
 
 
-async def test_default_delegate(disco: FsPath) -> None:
-    async with running(default(disco)) as interp:
-        tree = await interp.delegate(SVC_USERS, Dtab.read("/svc/users => /$/inet/127.0.0.1/1"))
-        assert tree["type"] == "alt"
-        assert tree["path"] == "/svc/users"
-        leaf = tree["alt"][0]
-        assert leaf["type"] == "leaf"
-        assert leaf["bound"]["addr"]["addrs"] == [{"ip": "127.0.0.1", "port": 1, "meta": {}}]
-    async with running(default(disco, "/svc => /svc/x")) as interp:
-        with pytest.raises(DelegateFailure, match="Max recursion"):
-            await interp.delegate(SVC_USERS, NO_DTAB)
-
-
 async def test_default_missing_root_dir_fails_at_start(tmp_path: FsPath) -> None:
     interp = default(tmp_path / "missing")
     with pytest.raises(NamerConfigError, match=r"rootDir .*missing.* cannot be listed"):
         await interp.run()
-
-
-def test_parse_endpoints_rules() -> None:
-    eps = parse_endpoints("a.example 80\n# c\n\n10.0.0.1 81 * 2.5\n", "f")
-    assert [(e.host, e.port, e.weight) for e in eps] == [
-        ("a.example", 80, None),
-        ("10.0.0.1", 81, 2.5),
-    ]
-    for bad, why in [
-        ("h", "expected"),
-        ("h 70000", "port"),
-        ("h 1 * x", "weight"),
-        ("h 1 * -1", "weight"),
-        ("h 1\nh 1", "duplicate"),
-        ("h/x 1", "host"),
-    ]:
-        with pytest.raises(ValueError, match=why):
-            parse_endpoints(bad, "f")
 
 
 # -- DNS names and timing (virtual clock) -------------------------------------------------------

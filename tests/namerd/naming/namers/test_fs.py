@@ -1,4 +1,8 @@
-"""io.l5d.fs on real temporary directories: parsing, lookups, live edits, errors."""
+"""namerd's io.l5d.fs on real temporary directories: lookups, live edits, errors, DNS.
+
+The file format and the directory rules are ``shared.fsformat``'s (tests/shared/test_fsformat.py);
+these tests cover the asyncio namer around them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from pathlib import Path as FsPath
 import pytest
 
 from namerd.naming.namers import FsNamer, NamerConfigError, Notifier
-from namerd.naming.namers.fs import WEIGHT_META_KEY, FsEndpoint, FsFileError, parse_endpoints
 from shared import (
     ADDR_NEG,
     ADDR_PENDING,
@@ -22,6 +25,7 @@ from shared import (
     Leaf,
     Path,
 )
+from shared.addr import WEIGHT_META_KEY
 
 from . import changed, eventually, write_file
 
@@ -37,58 +41,6 @@ def _id(service: str) -> Path:
 
 def _namer(root: FsPath, notifier: Notifier) -> FsNamer:
     return FsNamer(PREFIX, notifier, root_dir=root, poll_interval_s=POLL_INTERVAL_S)
-
-
-# -- the file format ---------------------------------------------------------------------------
-
-
-def test_parse_endpoints_format() -> None:
-    text = (
-        "# a comment\n"
-        "\n"
-        "10.0.0.1 8080\n"
-        "   10.0.0.2\t8081 * 0.5   \n"
-        "  # indented comment\n"
-        "::1 9000 * 0\n"
-        "backend.internal 80\n"
-    )
-    assert parse_endpoints(text, "f") == [
-        FsEndpoint(3, "10.0.0.1", 8080),
-        FsEndpoint(4, "10.0.0.2", 8081, 0.5),
-        FsEndpoint(6, "::1", 9000, 0.0),
-        FsEndpoint(7, "backend.internal", 80),
-    ]
-    assert FsEndpoint(1, "10.0.0.2", 1, 0.5).meta == {WEIGHT_META_KEY: 0.5}
-    assert FsEndpoint(1, "10.0.0.2", 1).meta == {}
-
-
-@pytest.mark.parametrize(
-    ("line", "problem"),
-    [
-        ("10.0.0.1", "expected 'host port'"),
-        ("10.0.0.1 80 90", "expected 'host port'"),
-        ("10.0.0.1 80 x 1", "expected 'host port'"),
-        ("10.0.0.1 http", "port 'http'"),
-        ("10.0.0.1 65536", "port '65536'"),
-        ("10.0.0.1 -1", "port '-1'"),
-        ("10.0.0.1 80 * heavy", "weight 'heavy' is not a number"),
-        ("10.0.0.1 80 * -1", "finite number >= 0"),
-        ("10.0.0.1 80 * nan", "finite number >= 0"),
-        ("10.0.0.1 80 * inf", "finite number >= 0"),
-        ("h@st 80", "neither an IP address nor a host name"),
-    ],
-)
-def test_parse_endpoints_bad_line_names_file_and_line(line: str, problem: str) -> None:
-    with pytest.raises(FsFileError) as info:
-        parse_endpoints(f"# header\n10.0.0.9 1\n{line}\n10.0.0.8 1\n", "/srv/disco/users")
-    message = str(info.value)
-    assert message.startswith("/srv/disco/users:3: ")
-    assert problem in message
-
-
-def test_parse_endpoints_rejects_duplicates() -> None:
-    with pytest.raises(FsFileError, match=r"f:3: duplicate endpoint ::1 80 \(first on line 1\)"):
-        parse_endpoints("0::1 80\n10.0.0.1 80\n::1 80 * 2\n", "f")
 
 
 # -- lookups and addresses ---------------------------------------------------------------------
@@ -213,7 +165,7 @@ def test_touch_or_comment_edit_does_not_notify(tmp_path: FsPath) -> None:
             os.utime(tmp_path / "users")
             # A later, real change: a poll that sees it sees the edit above too.
             write_file(tmp_path / "marker", "")
-            await eventually(lambda: b"marker" in namer._services, "the marker file")
+            await eventually(lambda: b"marker" in namer._dir.services, "the marker file")
             assert notifier.generation == gen + 1  # the marker only
         finally:
             await namer.close()
@@ -324,7 +276,7 @@ def test_root_dir_vanishing_keeps_last_known(tmp_path: FsPath) -> None:
 
             (tmp_path / "away").rename(root)
             write_file(root / "more", "10.0.0.2 80\n")
-            await eventually(lambda: b"more" in namer._services, "the directory to come back")
+            await eventually(lambda: b"more" in namer._dir.services, "the directory to come back")
             assert not namer._dir_missing
         finally:
             await namer.close()

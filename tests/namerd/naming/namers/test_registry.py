@@ -18,8 +18,10 @@ from namerd.naming.namers import (
     RegistryNamer,
     build_namer,
 )
+from namerd.naming.namers.registry import BadWeight
 from namerd.storage.embedded_redis import EmbeddedRedis
 from shared import ADDR_NEG, NEG, AddrBound, Address, Bound, Leaf, Path
+from shared.addr import WEIGHT_META_KEY as WEIGHT
 
 from . import changed, eventually, redis_client, restart_with_changes
 
@@ -157,6 +159,35 @@ def test_argument_validation(redis_server: EmbeddedRedis) -> None:
                 with pytest.raises(ValueError, match="JSON"):
                     await namer.register("web", "10.0.0.1", 80, 1.0, {"x": object()})
                 assert namer.services() == []
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_weights_follow_the_shared_rule(redis_server: EmbeddedRedis) -> None:
+    """A bad endpoint_addr_weight is refused on register and ignored if found in Redis."""
+
+    async def main() -> None:
+        client = redis_client(redis_server)
+        try:
+            async with running(client) as namer:
+                for bad in (-1, float("nan"), "heavy", True):
+                    with pytest.raises(BadWeight, match="endpoint_addr_weight") as info:
+                        await namer.register("web", "10.0.0.1", 80, 1.0, {WEIGHT: bad})
+                    assert info.value.http_status == 400  # the API's answer
+                await namer.register("web", "10.0.0.1", 80, LONG_TTL_S, {WEIGHT: 0})
+                # Written behind the namer's back (or by an older namerd): served without it.
+                await client.hset(
+                    "namerd:registry:meta:web", "10.0.0.1:80", '{"endpoint_addr_weight":-2,"z":1}'
+                )
+                await namer.register("web", "10.0.0.2", 80, LONG_TTL_S, {WEIGHT: 2.5})
+                addr = namer.addr(_id("web"))
+                assert isinstance(addr, AddrBound)
+                assert {a.ip: a.meta for a in addr.addrs} == {
+                    "10.0.0.1": {"z": 1},
+                    "10.0.0.2": {WEIGHT: 2.5},
+                }
         finally:
             await client.aclose()
 
