@@ -50,6 +50,7 @@ workers                  2               gunicorn worker processes (``--workers`
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -222,6 +223,14 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
         raise sec.error("url", f"{REDIS} needs url (redis://, rediss://, unix://) or sentinels")
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise sec.error("url", f"unsupported URL scheme in {url!r} (redis://, rediss://, unix://)")
+    if url and not url.startswith("unix://"):
+        # redis-py reads the database number from the path and silently uses 0 for anything
+        # else: a typo would put every dtab in the wrong database.
+        db = urllib.parse.urlsplit(url).path.strip("/")
+        if db and not db.isdigit():
+            raise sec.error(
+                "url", f"the database in {url!r} must be a number, e.g. redis://host:6379/0"
+            )
     return StorageConfig(REDIS, url, tuple(sentinels), service, prefix)
 
 
@@ -298,7 +307,7 @@ def parse_config(
         ConfigError: naming the key and its position for anything unknown or invalid.
     """
     env = os.environ if env is None else env
-    top = Section(raw, "the top level")
+    top = Section(raw, configtree.TOP_LEVEL)
     _reject_unsupported(top, _UNSUPPORTED_TOP)
     storage = _storage(
         top.get("storage"), top.key_pos("storage") if top.has("storage") else None, data_dir

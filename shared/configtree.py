@@ -26,6 +26,7 @@ from typing import Any
 from .errors import SharedError
 
 __all__ = [
+    "TOP_LEVEL",
     "ConfigError",
     "LocatedDict",
     "LocatedList",
@@ -167,6 +168,10 @@ def directory_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+#: The ``where`` of the file's top-level mapping (its keys are named without a prefix).
+TOP_LEVEL = "the top level"
+
+
 class Section:
     """One mapping being read: :meth:`get` known keys, then :meth:`done` rejects the rest.
 
@@ -212,13 +217,17 @@ class Section:
             return self.key_pos(key)
         return span.at(value, offset)
 
+    def path(self, key: str) -> str:
+        """How errors name ``key``: ``routers[0].dtab``; a top-level key by itself."""
+        return key if self.where == TOP_LEVEL else f"{self.where}.{key}"
+
     def error(self, key: str, message: str) -> Exception:
         """An error pointing at ``key``."""
-        return self.error_cls(f"{self.key_pos(key)}: {self.where}.{key}: {message}")
+        return self.error_cls(f"{self.key_pos(key)}: {self.path(key)}: {message}")
 
     def error_at(self, pos: Pos | str, key: str, message: str) -> Exception:
         """An error about ``key`` pointing at ``pos`` (somewhere inside its value)."""
-        return self.error_cls(f"{pos}: {self.where}.{key}: {message}")
+        return self.error_cls(f"{pos}: {self.path(key)}: {message}")
 
     def get(
         self, key: str, default: Any = None, types: type | tuple[type, ...] | None = None

@@ -481,7 +481,7 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
 
     Every object a worker builds is built here once too (see the module docstring).
     """
-    top = Section(raw, "the top level")
+    top = Section(raw, configtree.TOP_LEVEL)
     _reject_unsupported(top, _UNSUPPORTED)
     admin_sec = Section(top.get("admin"), "admin", top.key_pos("admin"))
     admin = AdminConfig(
