@@ -39,6 +39,8 @@ import pytest
 import linker.main
 import namerd.main
 
+from .namerd_proc import free_ports
+
 ROOT = Path(__file__).resolve().parents[2]
 CORPORA = {
     "linker": ROOT / "tests" / "linker" / "config" / "corpus",
@@ -112,12 +114,6 @@ def _read_case(tool: str, path: Path) -> Case:
 
 
 # -- setting a case up ------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -200,7 +196,8 @@ CASES = [
 def prepared(case: Case, tmp: Path) -> Iterator[Prepared]:
     """The case's config written into ``tmp``, its setups done, ``{busy}`` held bound."""
     with contextlib.ExitStack() as stack:
-        ports = {"{free}": _free_port(), "{free2}": _free_port()}
+        free, free2 = free_ports(2)
+        ports = {"{free}": free, "{free2}": free2}
         if "busy-port" in case.setups:
             busy = stack.enter_context(socket.socket())
             busy.bind(("127.0.0.1", 0))
