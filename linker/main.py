@@ -10,7 +10,6 @@ routers on the inherited sockets, with its own namerd watches and upstream conne
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import shutil
@@ -38,6 +37,7 @@ from linker.process.admin import AdminServer
 from linker.process.master import ListenError, Master, MasterSettings
 from linker.process.worker import WorkerContext
 from linker.routing.router import Router
+from shared.configtree import error_line, listen_hint
 
 __all__ = ["main", "worker_main"]
 
@@ -112,24 +112,10 @@ def _events(ctx: WorkerContext, label: str) -> Any:
     return on_event
 
 
-def _one_line(message: str) -> str:
-    """An error as the one line the command prints (a message never spans lines)."""
-    return " | ".join(line.strip() for line in message.splitlines() if line.strip())
-
-
 def _fail(message: str, source: str | None) -> int:
     """Print ``message`` as one line, located (``file:line:col: ...``) or ``linker: ...``."""
-    located = source is not None and message.startswith(f"{source}:")
-    print(_one_line(message if located else f"linker: {message}"), file=sys.stderr)
+    print(error_line("linker", message, source), file=sys.stderr)
     return 2
-
-
-#: What to do about a listener that cannot be opened, by errno.
-_LISTEN_HINTS = {
-    errno.EADDRINUSE: "stop the process using that port or choose another port",
-    errno.EADDRNOTAVAIL: "this host has no such address; use one of its addresses or 0.0.0.0",
-    errno.EACCES: "ports below 1024 need privileges; choose a port above 1023",
-}
 
 
 def _listen_error(config: LinkerConfig, err: ListenError) -> str:
@@ -140,9 +126,9 @@ def _listen_error(config: LinkerConfig, err: ListenError) -> str:
         index = next(i for i, r in enumerate(config.routers) if r.label == err.label)
         pos = config.routers[index].servers[err.index].listen_pos
         what = f"routers[{index}].servers[{err.index}].port"
-    hint = _LISTEN_HINTS.get(err.errno or 0, "check the address")
-    message = f"{what}: cannot listen on {err.host}:{err.port}: {err.strerror}; {hint}"
-    return f"{pos}: {message}" if pos else message
+    problem = f"cannot listen on {err.host}:{err.port}: {err.strerror}; {listen_hint(err)}"
+    # A port left at its default has no position: the message names the key to set instead.
+    return f"{pos}: {what}: {problem}" if pos else f"{what} (default {err.port}): {problem}"
 
 
 def main(argv: list[str] | None = None) -> int:

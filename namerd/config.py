@@ -53,7 +53,6 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
 from typing import Any
 
 from namerd.configfile import ConfigError, Pos, Section, load_yaml
@@ -283,7 +282,7 @@ def _interface(raw: Any, top: configtree.Section) -> InterfaceConfig:
         iface = InterfaceConfig(
             sec.ip("ip", "127.0.0.1"),
             sec.port("port", DEFAULT_HTTP_PORT),
-            listen_pos=str(sec.key_pos("port")),
+            listen_pos=str(sec.key_pos("port")) if sec.has("port") else "",
         )
         sec.done()
         if found is not None:
@@ -368,22 +367,6 @@ def load_config(
     if path is None:
         empty = located_dict(Pos("<defaults>", 1, 1))
         return parse_config(empty, "<defaults>", data_dir=data_dir, workers=workers, env=environ)
-    if path == "-":
-        import sys
-
-        text, name = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            text = FsPath(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(
-                f"cannot read config file {path}: {err.strerror or err}; check the path and "
-                "that this user may read it"
-            ) from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(
-                f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
-            ) from None
-        name = path
+    text, name = configtree.read_config_text(path, error=ConfigError)
     raw = load_yaml(text, name, env=environ)
     return parse_config(raw, name, data_dir=data_dir, workers=workers, env=environ)

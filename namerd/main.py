@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import errno
 import logging
 import os
 import shutil
@@ -40,6 +39,7 @@ from namerd.naming.namers import FsNamer, NamerConfigError, Notifier, build_name
 from namerd.storage.embedded_redis import EmbeddedRedis, find_redis_server
 from namerd.storage.store import RedisDtabStore
 from shared import configtree
+from shared.configtree import error_line, listen_hint
 
 __all__ = ["build", "listen", "main"]
 
@@ -231,13 +231,6 @@ def build(config: NamerdConfig) -> None:
 
 # -- listen --------------------------------------------------------------------------------------
 
-#: What to do about a port that cannot be bound, by errno.
-_LISTEN_HINTS = {
-    errno.EADDRINUSE: "stop the process using that port or choose another port",
-    errno.EADDRNOTAVAIL: "this host has no such address; use one of its addresses or 0.0.0.0",
-    errno.EACCES: "ports below 1024 need privileges; choose a port above 1023",
-}
-
 
 def listen(config: NamerdConfig) -> tuple[NamerdConfig, list[socket.socket]]:
     """Bind and listen on the API and admin addresses.
@@ -274,10 +267,12 @@ def listen(config: NamerdConfig) -> tuple[NamerdConfig, list[socket.socket]]:
                     sock.close()
                     raise
             except OSError as err:
-                hint = _LISTEN_HINTS.get(err.errno or 0, "check the address")
+                # A port left at its default has no position: the message names the key.
+                key = what if listen_pos else f"{what} (default {port})"
                 raise _at(
                     listen_pos,
-                    f"{what}: cannot listen on {_host(ip)}:{port}: {err.strerror or err}; {hint}",
+                    f"{key}: cannot listen on {_host(ip)}:{port}: {err.strerror or err}; "
+                    + listen_hint(err),
                 ) from None
             socks.append(sock)
             bound.append(int(sock.getsockname()[1]))
@@ -300,9 +295,7 @@ def listen(config: NamerdConfig) -> tuple[NamerdConfig, list[socket.socket]]:
 
 def _fail(message: str, source: str | None) -> int:
     """Print ``message`` as one line, located (``file:line:col: ...``) or ``namerd: ...``."""
-    located = source is not None and message.startswith(f"{source}:")
-    text = message if located else f"namerd: {message}"
-    print(" | ".join(line.strip() for line in text.splitlines() if line.strip()), file=sys.stderr)
+    print(error_line("namerd", message, source), file=sys.stderr)
     return 2
 
 

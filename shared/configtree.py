@@ -16,9 +16,11 @@ Both namerd and the linker read Linkerd-shaped config files, so both share this.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +36,13 @@ __all__ = [
     "Section",
     "TextPos",
     "directory_problem",
+    "error_line",
     "expand_env",
+    "listen_hint",
     "load_located_yaml",
     "locate",
     "located_dict",
+    "read_config_text",
 ]
 
 
@@ -291,6 +296,50 @@ class Section:
                 known = ", ".join(sorted(allowed)) or "none"
                 where = f"{self.key_pos(key)}: unknown key {key!r} in {self.where}"
                 raise self.error_cls(f"{where} (known keys: {known})")
+
+
+#: What to do about an address that cannot be listened on, by errno (see :func:`listen_hint`).
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "stop the process using that port or choose another port",
+    errno.EADDRNOTAVAIL: "this host has no such address; use one of its addresses or 0.0.0.0",
+    errno.EACCES: "ports below 1024 need privileges; choose a port above 1023",
+}
+
+
+def listen_hint(err: OSError) -> str:
+    """What to do when a configured address cannot be bound (``err`` from bind/listen)."""
+    return _LISTEN_HINTS.get(err.errno or 0, "check the address")
+
+
+def error_line(program: str, message: str, source: str | None) -> str:
+    """The one line a command prints for an error: ``message`` as it is when it starts with a
+    position in config file ``source`` (``file:line:col: ...``), else ``program: message``;
+    further lines, if any, joined with `` | ``."""
+    located = source is not None and message.startswith(f"{source}:")
+    text = message if located else f"{program}: {message}"
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def read_config_text(path: str, *, error: type[Exception] = ConfigError) -> tuple[str, str]:
+    """The text of config file ``path`` (``-``: standard input) and the name errors give it.
+
+    Raises:
+        error: the file cannot be read, or is not UTF-8 (the message says what to do).
+    """
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except OSError as err:
+        raise error(
+            f"cannot read config file {path}: {err.strerror or err}; check the path and that "
+            "this user may read it"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise error(
+            f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
 
 
 def load_located_yaml(

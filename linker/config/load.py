@@ -74,11 +74,9 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
@@ -222,7 +220,7 @@ def _server(raw: Any, where: str, router_pos: Any) -> ServerConfig:
         port=sec.port("port", DEFAULT_ROUTER_PORT),
         clear_context=sec.get("clearContext", False, bool),
         max_call_depth=sec.positive_int("maxCallDepth", 1000),
-        listen_pos=str(sec.key_pos("port")),
+        listen_pos=str(sec.key_pos("port")) if sec.has("port") else "",
     )
     sec.done()
     return out
@@ -487,7 +485,7 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     admin = AdminConfig(
         admin_sec.ip("ip", "127.0.0.1"),
         admin_sec.port("port", DEFAULT_ADMIN_PORT),
-        listen_pos=str(admin_sec.key_pos("port")),
+        listen_pos=str(admin_sec.key_pos("port")) if admin_sec.has("port") else "",
     )
     _reject_unsupported(admin_sec, _UNSUPPORTED)
     admin_sec.done()
@@ -514,8 +512,8 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     ]:
         if port != 0 and (ip, port) in listeners:
             raise ConfigError(
-                f"{pos}: {ip}:{port} is taken by the {listeners[(ip, port)]} already; give each "
-                "listener (routers' servers and admin) its own port"
+                f"{pos or source}: {ip}:{port} is taken by the {listeners[(ip, port)]} already; "
+                "give each listener (routers' servers and admin) its own port"
             )
         listeners[(ip, port)] = what
     if workers is not None:
@@ -541,21 +539,7 @@ def load_config(
     """
     if path is None:
         raise ConfigError("a config file is required: linker -c linker.yaml")
-    if path == "-":
-        text, name = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            text = FsPath(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(
-                f"cannot read config file {path}: {err.strerror or err}; check the path and "
-                "that this user may read it"
-            ) from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(
-                f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
-            ) from None
-        name = path
+    text, name = configtree.read_config_text(path, error=ConfigError)
     environ = os.environ if env is None else env
     raw = configtree.load_located_yaml(text, name, yaml, error=ConfigError, env=environ)
     return parse_config(raw, name, workers=workers)

@@ -41,7 +41,7 @@ class ServerConfig:
     port: int = DEFAULT_ROUTER_PORT
     clear_context: bool = False
     max_call_depth: int = 1000
-    #: Where the port was configured (``file:line:col``), for a "cannot listen" error.
+    #: Where the port was configured (``file:line:col``; "" for the default), for errors.
     listen_pos: str = field(default="", compare=False)
 
 
@@ -89,7 +89,7 @@ class AdminConfig:
 
     ip: str = "127.0.0.1"
     port: int = DEFAULT_ADMIN_PORT
-    #: Where the port was configured (``file:line:col``), for a "cannot listen" error.
+    #: Where the port was configured (``file:line:col``; "" for the default), for errors.
     listen_pos: str = field(default="", compare=False)
 
 

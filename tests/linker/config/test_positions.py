@@ -73,7 +73,7 @@ def test_the_loader_builds_what_a_worker_builds() -> None:
         "routers:\n- protocol: http\n  label: edge\n  bindingTimeoutMs: 2500\n"
         "  interpreter:\n    kind: io.l5d.namerd.http\n    experimental: true\n"
         "    dst: /$/inet/127.0.0.1/4180 | /$/inet/127.0.0.2/4180\n    namespace: prod\n"
-        "  streamingEnabled: true\n",
+        "  streamingEnabled: true\n  servers:\n  - port: 4141\n  - ip: 127.0.0.2\n",
         "linker.yaml",
         yaml,
     )
@@ -85,4 +85,6 @@ def test_the_loader_builds_what_a_worker_builds() -> None:
     assert interpreter.client.namespace == "prod"
     assert interpreter.bind_timeout_s == 2.5
     assert interpreter.last_known_name == "edge"
-    assert router.servers[0].listen_pos == "linker.yaml:2:3"
+    # Where a "cannot listen" error points: the port written, or nothing for a default.
+    assert [s.listen_pos for s in router.servers] == ["linker.yaml:12:5", ""]
+    assert config.admin.listen_pos == ""
