@@ -9,6 +9,11 @@ to the file in this repository and checked with ``<python> -m namerd.main --vali
 (or ``linker.main``), in exactly the service's environment plus PATH. So a typo in a config key,
 a ``${VAR}`` without a default, or a variable whose value has the wrong type fails here, not
 when the container starts. Standard library only; ``--python`` must have the project installed.
+
+``--validate`` also checks the directories a config names (a namer's ``rootDir``), and here they
+are paths inside the container. A variable whose default in the config is such a path
+(``rootDir: ${NAMERD_DISCO_DIR:-/disco}``) and that the service does not set is therefore set to
+the host directory bind-mounted there (``./disco``), so the check sees what the container will.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import PurePosixPath
 from typing import Any
 
-__all__ = ["config_checks", "main"]
+__all__ = ["config_checks", "container_path_env", "main"]
 
 #: Commands whose ``-c FILE`` we can check, and the module that implements each.
 MODULES = {"namerd": "namerd.main", "linker": "linker.main"}
@@ -45,11 +51,29 @@ def _host_path(container_path: str, volumes: list[dict[str, Any]]) -> str | None
     return best[1] if best else None
 
 
+#: ``${NAME:-/absolute/path}`` in a config file.
+_PATH_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-(/[^}]*)\}")
+
+
+def container_path_env(
+    config_text: str, env: dict[str, str], volumes: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Variables of ``config_text`` whose default is a container path under a bind mount and
+    that ``env`` does not set, mapped to the host path behind the mount."""
+    out = {}
+    for name, default in _PATH_DEFAULT.findall(config_text):
+        host = _host_path(default, volumes)
+        if name not in env and host is not None:
+            out[name] = host
+    return out
+
+
 def config_checks(model: dict[str, Any]) -> list[tuple[str, str, str, dict[str, str]]]:
     """(service, module, host config file, environment) for each checkable service.
 
     Raises:
         ValueError: a namerd/linker service whose config file is not mounted from the host.
+        OSError: that file cannot be read.
     """
     out = []
     for name, svc in sorted(model.get("services", {}).items()):
@@ -65,6 +89,8 @@ def config_checks(model: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
         # A variable listed without a value and not set anywhere is null: not in the container.
         environment = svc.get("environment") or {}
         env = {k: str(v) for k, v in environment.items() if v is not None}
+        with open(host_file, encoding="utf-8") as f:
+            env.update(container_path_env(f.read(), env, svc.get("volumes") or []))
         out.append((name, MODULES[command[0]], host_file, env))
     return out
 
@@ -76,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         checks = config_checks(json.load(sys.stdin))
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, OSError) as err:
         print(f"check_configs: {err}", file=sys.stderr)
         return 1
     kinds = {module for _, module, _, _ in checks}

@@ -21,40 +21,27 @@ from typing import Any
 
 import trio
 
-from linker.config.load import ConfigError, LinkerConfig, RouterConfig, load_config
-from linker.http.server import ServerLimits, serve_listeners
-from linker.http.upstream import PoolLimits, UpstreamPool
+from linker.config.load import (
+    ConfigError,
+    LinkerConfig,
+    load_config,
+    pool_limits,
+    router_identifier,
+    router_interpreter,
+    server_limits,
+)
+from linker.http.server import serve_listeners
+from linker.http.upstream import UpstreamPool
 from linker.naming.explain import make_delegate
-from linker.naming.interpreter import build_interpreter
 from linker.process.admin import AdminServer
-from linker.process.master import Master, MasterSettings
+from linker.process.master import ListenError, Master, MasterSettings
 from linker.process.worker import WorkerContext
-from linker.routing.identifiers import build_identifier
 from linker.routing.router import Router
+from shared.configtree import error_line, listen_hint
 
 __all__ = ["main", "worker_main"]
 
 log = logging.getLogger("linker")
-
-
-def _pool_limits(router: RouterConfig) -> PoolLimits:
-    attempt_s = router.request_attempt_timeout_ms / 1000 or None
-    return PoolLimits(
-        max_idle_per_host=router.pool_max_idle,
-        idle_timeout_s=router.pool_idle_time_ms / 1000,
-        connect_timeout_s=router.connect_timeout_ms / 1000 or 3600.0,
-        response_header_timeout_s=attempt_s,
-        max_per_host=router.pool_max_size,
-        max_waiters_per_host=router.pool_max_waiters,
-        min_idle_per_host=router.pool_min_size,
-    )
-
-
-def _server_limits(router: RouterConfig) -> ServerLimits:
-    return ServerLimits(
-        max_initial_line_bytes=router.max_initial_line_kb * 1024,
-        max_headers_bytes=router.max_headers_kb * 1024,
-    )
 
 
 async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
@@ -65,22 +52,19 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
     async with trio.open_nursery() as background:
         async with trio.open_nursery() as serving:
             for router_cfg in config.routers:
-                interpreter = build_interpreter(
-                    router_cfg.interpreter,
-                    router_cfg.dtab,
+                interpreter = router_interpreter(
+                    router_cfg,
                     config.namers,
-                    bind_timeout_s=router_cfg.binding_timeout_ms / 1000,
                     # Shared by this linker's workers and their successors (the master's
                     # directory outlives workers, SIGHUP generations and crashes).
                     last_known_dir=(
                         os.path.join(ctx.metrics_dir, "last-known") if ctx.metrics_dir else None
                     ),
-                    last_known_name=router_cfg.label,
                 )
                 await background.start(interpreter.run)
                 _interpreter_gauges(ctx, router_cfg.label, interpreter)
-                identifier = build_identifier(router_cfg.identifier, router_cfg.dst_prefix)
-                pool = UpstreamPool(_pool_limits(router_cfg))
+                identifier = router_identifier(router_cfg)
+                pool = UpstreamPool(pool_limits(router_cfg))
                 pools.append(pool)
                 socks = listeners.get(router_cfg.label, [])
                 for server_cfg, listener in zip(router_cfg.servers, socks, strict=True):
@@ -92,7 +76,7 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                             serve_listeners,
                             [listener],
                             router.handle,
-                            _server_limits(router_cfg),
+                            server_limits(router_cfg),
                             shutdown=shutdown,
                             on_event=_events(ctx, router_cfg.label),
                         )
@@ -128,29 +112,61 @@ def _events(ctx: WorkerContext, label: str) -> Any:
     return on_event
 
 
+def _fail(message: str, source: str | None) -> int:
+    """Print ``message`` as one line, located (``file:line:col: ...``) or ``linker: ...``."""
+    print(error_line("linker", message, source), file=sys.stderr)
+    return 2
+
+
+def _listen_error(config: LinkerConfig, err: ListenError) -> str:
+    """``err`` located at the port's position in the config file, with what to do."""
+    if err.label is None:
+        pos, what = config.admin.listen_pos, "admin.port"
+    else:
+        index = next(i for i, r in enumerate(config.routers) if r.label == err.label)
+        pos = config.routers[index].servers[err.index].listen_pos
+        what = f"routers[{index}].servers[{err.index}].port"
+    problem = f"cannot listen on {err.host}:{err.port}: {err.strerror}; {listen_hint(err)}"
+    # A port left at its default has no position: the message names the key to set instead.
+    return f"{pos}: {what}: {problem}" if pos else f"{what} (default {err.port}): {problem}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``linker`` command."""
+    """Entry point of the ``linker`` command.
+
+    Exit codes: 0 after a requested stop (or a valid config with ``--validate``); 2 when the
+    config is wrong or the linker cannot start (one line on stderr: ``file:line:col: ...`` at
+    the key at fault, or ``linker: ...``); otherwise the master's (``linker.process.master``).
+    """
     parser = argparse.ArgumentParser(prog="linker", description="The linker data plane.")
     parser.add_argument("config", nargs="?", help="config file (YAML; - for stdin)")
     parser.add_argument("-c", "--config", dest="config_opt", help="config file (same as CONFIG)")
     parser.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
     parser.add_argument("--validate", action="store_true", help="check the config and exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s linker %(process)d %(levelname)s %(message)s"
-    )
     path = args.config_opt or args.config
     try:
+        # Builds every object a worker builds (see linker.config.load), without binding.
         config = load_config(path, workers=args.workers)
     except ConfigError as err:
-        print(f"linker: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err), "<stdin>" if path == "-" else path)
     if args.validate:
         print(f"linker: {config.source}: configuration is valid")
         return 0
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s linker %(process)d %(levelname)s %(message)s"
+    )
 
-    metrics_dir = tempfile.mkdtemp(prefix="linker-metrics-")
+    try:
+        metrics_dir = tempfile.mkdtemp(prefix="linker-metrics-")
+    except OSError as err:
+        return _fail(
+            f"cannot create a metrics directory in {tempfile.gettempdir()}: {err.strerror}; "
+            "set TMPDIR to a writable directory",
+            None,
+        )
     master: Master | None = None
+    listen_failures: list[str] = []
 
     def current_config() -> dict[str, Any]:
         return (master.config if master is not None else config).to_json()
@@ -175,12 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         config,
         admin=admin,
         reload=reload,
+        on_listen_error=lambda err: listen_failures.append(_listen_error(config, err)),
     )
     try:
-        return master.run()
+        code = master.run()
     finally:
         # The master removes only directories it created; this one is ours.
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if listen_failures:
+        return _fail(listen_failures[0], config.source)
+    return code
 
 
 if __name__ == "__main__":

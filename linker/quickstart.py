@@ -20,9 +20,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path as FsPath
 
-__all__ = ["main"]
+__all__ = ["main", "write_configs"]
 
 #: How long each component may take to come up.
 START_TIMEOUT_S = 60.0
@@ -74,6 +75,28 @@ def _put_dtab(namerd: str, ns: str, dtab: str) -> None:
         assert r.status == 204
 
 
+def write_configs(work: FsPath, ports: Mapping[str, int] = PORTS) -> tuple[FsPath, FsPath]:
+    """Write the demo services' ``disco`` directory and the namerd and linker configs into
+    ``work`` (on ``ports``, by :data:`PORTS`' names); returns the two config files."""
+    disco = work / "disco"
+    disco.mkdir(parents=True, exist_ok=True)
+    (disco / "hello").write_text(f"127.0.0.1 {ports['hello']}\n")
+    (disco / "world").write_text(f"127.0.0.1 {ports['world']}\n")
+    namerd, linker = work / "namerd.yaml", work / "linker.yaml"
+    namerd.write_text(
+        f"namers:\n- kind: io.l5d.fs\n  rootDir: {disco}\n"
+        f"interfaces:\n- kind: io.l5d.httpController\n  port: {ports['namerd']}\n"
+        f"admin:\n  port: {ports['namerd-admin']}\n"
+    )
+    linker.write_text(
+        f"admin:\n  port: {ports['linker-admin']}\nrouters:\n- protocol: http\n"
+        f"  label: outgoing\n  servers:\n  - port: {ports['linker']}\n"
+        "  interpreter:\n    kind: io.l5d.namerd.http\n    experimental: true\n"
+        f"    dst: /$/inet/127.0.0.1/{ports['namerd']}\n    namespace: default\n"
+    )
+    return namerd, linker
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -96,20 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     work = FsPath(args.dir).resolve()
-    disco = work / "disco"
-    disco.mkdir(parents=True, exist_ok=True)
-    (disco / "hello").write_text("127.0.0.1 8081\n")
-    (disco / "world").write_text("127.0.0.1 8082\n")
-    (work / "namerd.yaml").write_text(
-        f"namers:\n- kind: io.l5d.fs\n  rootDir: {disco}\n"
-        "interfaces:\n- kind: io.l5d.httpController\n  port: 4180\nadmin:\n  port: 9991\n"
-    )
-    (work / "linker.yaml").write_text(
-        "admin:\n  port: 9990\nrouters:\n- protocol: http\n  label: outgoing\n"
-        "  servers:\n  - port: 4140\n"
-        "  interpreter:\n    kind: io.l5d.namerd.http\n    experimental: true\n"
-        "    dst: /$/inet/127.0.0.1/4180\n    namespace: default\n"
-    )
+    write_configs(work)
     py = sys.executable
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 

@@ -15,6 +15,17 @@ Config file shape (namerd's; unknown keys are an error naming the key and its fi
 Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
 ``$``): ``url: ${NAMERD_REDIS_URL:-redis://redis:6379/0}`` (``shared.configtree``).
 
+This module checks the file's shape, types and ranges. ``namerd --validate`` and every start
+then also build what each worker builds from it (``namerd.main``: the Redis client from the
+URL or the sentinels, every namer with its options, each ``io.l5d.fs`` ``rootDir`` listed, the
+embedded Redis binary and data directory), so a config that validates cannot fail at a
+worker's boot. Errors are one line, ``file:line:column: key: what is wrong``.
+
+Keys of namerd's (Linkerd's) shape that this namerd does not implement are rejected by name
+("not supported by this namerd; remove it"), never accepted and ignored: ``telemetry``,
+``usage``, and ``tls``/``socketOptions`` on ``admin`` and ``interfaces``. ``storage.experimental``
+is accepted: it only acknowledges an experimental storage, and nothing here needs that.
+
 Defaults (the one place they are documented):
 
 =======================  ==============  ==========================================================
@@ -39,13 +50,13 @@ workers                  2               gunicorn worker processes (``--workers`
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
 from typing import Any
 
 from namerd.configfile import ConfigError, Pos, Section, load_yaml
-from shared import DtabParseError, Path
+from shared import DtabParseError, Path, configtree
 from shared.configtree import located_dict
 
 __all__ = [
@@ -78,6 +89,16 @@ _UNSUPPORTED_STORAGE = {
     "io.l5d.k8s",
 }
 _UNSUPPORTED_IFACE = {"io.l5d.thriftNameInterpreter", "io.l5d.mesh", "io.l5d.destination"}
+# Keys of namerd's shape that this namerd does not implement, with what they would do.
+_UNSUPPORTED_TOP = {"telemetry": "telemetry plugins; metrics are on the admin port",
+                    "usage": "usage reporting"}  # fmt: skip
+_UNSUPPORTED_LISTENER = {"tls": "TLS", "socketOptions": "socket options"}
+
+
+def _reject_unsupported(sec: Any, table: Mapping[str, str]) -> None:
+    for key, what in table.items():
+        if sec.has(key):
+            raise sec.error(key, f"not supported by this namerd ({what}); remove it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,8 @@ class StorageConfig:
     service: str | None = None
     key_prefix: str = DEFAULT_KEY_PREFIX
     data_dir: str = DEFAULT_DATA_DIR
+    #: Where ``dataDir`` was configured (``file:line:col``); "" for ``--data-dir`` or the default.
+    data_dir_pos: str = field(default="", compare=False)
 
     @property
     def embedded(self) -> bool:
@@ -113,6 +136,8 @@ class InterfaceConfig:
 
     ip: str = "127.0.0.1"
     port: int = DEFAULT_HTTP_PORT
+    #: Where the port was configured (``file:line:col``; "" for the default), for errors.
+    listen_pos: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +147,8 @@ class AdminConfig:
     ip: str = "127.0.0.1"
     port: int = DEFAULT_ADMIN_PORT
     shutdown_grace_ms: int = 10_000
+    #: Where the port was configured (``file:line:col``; "" for the default), for errors.
+    listen_pos: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +173,9 @@ class NamerdConfig:
     limits: Limits = Limits()
     workers: int = DEFAULT_WORKERS
     source: str = "<defaults>"
+    #: The parsed file with positions (``shared.configtree``), so that errors found later, by
+    #: the builders of namers and stores, can point at the key at fault.
+    raw: Any = field(default=None, compare=False, hash=False)
 
 
 _DEFAULT_LIMITS = Limits()
@@ -163,7 +193,12 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
     if kind == EMBEDDED:
         data_dir = sec.get("dataDir", DEFAULT_DATA_DIR, str)
         sec.done()
-        return StorageConfig(EMBEDDED, key_prefix=prefix, data_dir=data_dir_override or data_dir)
+        if not data_dir:
+            raise sec.error("dataDir", "must not be empty (default ./.namerd)")
+        at = str(sec.key_pos("dataDir")) if sec.has("dataDir") and not data_dir_override else ""
+        return StorageConfig(
+            EMBEDDED, key_prefix=prefix, data_dir=data_dir_override or data_dir, data_dir_pos=at
+        )
     if kind != REDIS:
         raise sec.error("kind", f"unknown storage kind {kind!r} (known: {REDIS}, {EMBEDDED})")
     url = sec.get("url", None, str)
@@ -187,10 +222,18 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
         raise sec.error("url", f"{REDIS} needs url (redis://, rediss://, unix://) or sentinels")
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise sec.error("url", f"unsupported URL scheme in {url!r} (redis://, rediss://, unix://)")
+    if url and not url.startswith("unix://"):
+        # redis-py reads the database number from the path and silently uses 0 for anything
+        # else: a typo would put every dtab in the wrong database.
+        db = urllib.parse.urlsplit(url).path.strip("/")
+        if db and not db.isdigit():
+            raise sec.error(
+                "url", f"the database in {url!r} must be a number, e.g. redis://host:6379/0"
+            )
     return StorageConfig(REDIS, url, tuple(sentinels), service, prefix)
 
 
-def _namers(raw: Any, top: Section) -> tuple[NamerConfig, ...]:
+def _namers(raw: Any, top: configtree.Section) -> tuple[NamerConfig, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -222,7 +265,7 @@ def _namers(raw: Any, top: Section) -> tuple[NamerConfig, ...]:
     return tuple(out)
 
 
-def _interface(raw: Any, top: Section) -> InterfaceConfig:
+def _interface(raw: Any, top: configtree.Section) -> InterfaceConfig:
     if raw is None:
         return InterfaceConfig()
     if not isinstance(raw, list) or not raw:
@@ -235,7 +278,12 @@ def _interface(raw: Any, top: Section) -> InterfaceConfig:
             raise sec.error("kind", f"{kind} is not supported; use {HTTP_CONTROLLER}")
         if kind != HTTP_CONTROLLER:
             raise sec.error("kind", f"unknown interface kind {kind!r} (known: {HTTP_CONTROLLER})")
-        iface = InterfaceConfig(sec.ip("ip", "127.0.0.1"), sec.port("port", DEFAULT_HTTP_PORT))
+        _reject_unsupported(sec, _UNSUPPORTED_LISTENER)
+        iface = InterfaceConfig(
+            sec.ip("ip", "127.0.0.1"),
+            sec.port("port", DEFAULT_HTTP_PORT),
+            listen_pos=str(sec.key_pos("port")) if sec.has("port") else "",
+        )
         sec.done()
         if found is not None:
             raise sec.error("kind", f"only one {HTTP_CONTROLLER} interface is supported")
@@ -258,17 +306,20 @@ def parse_config(
         ConfigError: naming the key and its position for anything unknown or invalid.
     """
     env = os.environ if env is None else env
-    top = Section(raw, "the top level")
+    top = Section(raw, configtree.TOP_LEVEL)
+    _reject_unsupported(top, _UNSUPPORTED_TOP)
     storage = _storage(
         top.get("storage"), top.key_pos("storage") if top.has("storage") else None, data_dir
     )
     namers = _namers(top.get("namers"), top)
     interface = _interface(top.get("interfaces"), top)
-    admin_sec = Section(top.get("admin"), "admin")
+    admin_sec = Section(top.get("admin"), "admin", top.key_pos("admin"))
+    _reject_unsupported(admin_sec, _UNSUPPORTED_LISTENER)
     admin = AdminConfig(
         admin_sec.ip("ip", "127.0.0.1"),
         admin_sec.port("port", DEFAULT_ADMIN_PORT),
         admin_sec.positive_int("shutdownGraceMs", 10_000),
+        listen_pos=str(admin_sec.key_pos("port")) if admin_sec.has("port") else "",
     )
     admin_sec.done()
     auth_sec = Section(top.get("auth"), "auth")
@@ -284,14 +335,20 @@ def parse_config(
     lim.done()
     file_workers = top.get("workers", DEFAULT_WORKERS, int)
     top.done()
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if file_workers < 1:
+        raise top.error("workers", f"must be at least 1, got {file_workers}")
     n_workers = workers if workers is not None else file_workers
-    if n_workers < 1:
-        raise ConfigError(f"{source}: workers must be at least 1, got {n_workers}")
     if (interface.ip, interface.port) == (admin.ip, admin.port) and interface.port != 0:
+        at = admin.listen_pos or interface.listen_pos or source
         raise ConfigError(
-            f"{source}: the API and admin servers cannot share {admin.ip}:{admin.port}"
+            f"{at}: the API and admin servers cannot share {admin.ip}:{admin.port}; give "
+            "admin.port and interfaces[0].port different ports"
         )
-    return NamerdConfig(storage, namers, interface, admin, token, limits, n_workers, source)
+    return NamerdConfig(
+        storage, namers, interface, admin, token, limits, n_workers, source, raw=raw
+    )
 
 
 def load_config(
@@ -310,15 +367,6 @@ def load_config(
     if path is None:
         empty = located_dict(Pos("<defaults>", 1, 1))
         return parse_config(empty, "<defaults>", data_dir=data_dir, workers=workers, env=environ)
-    if path == "-":
-        import sys
-
-        text, name = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            text = FsPath(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-        name = path
+    text, name = configtree.read_config_text(path, error=ConfigError)
     raw = load_yaml(text, name, env=environ)
     return parse_config(raw, name, data_dir=data_dir, workers=workers, env=environ)

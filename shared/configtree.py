@@ -5,13 +5,22 @@ itself and then reads it with :class:`Section`, which takes the known keys and r
 
     linker.yaml:7:3: unknown key 'dstPrefx' in routers[0] (known keys: dstPrefix, dtab, ...)
 
+Values are checked twice over: by :class:`Section` for shape and type, and by the builder of
+each object (a namer, an interpreter, a balancer) that takes plain data and names the key it
+rejects. :func:`locate` turns such a builder's message back into the position of that key, and
+:meth:`Section.text_pos` gives the position of a character inside a string value (a dtab's
+parse error points at the offending dentry, even in a ``|`` block).
+
 Both namerd and the linker read Linkerd-shaped config files, so both share this.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +28,21 @@ from typing import Any
 from .errors import SharedError
 
 __all__ = [
+    "TOP_LEVEL",
     "ConfigError",
     "LocatedDict",
     "LocatedList",
     "Pos",
     "Section",
+    "TextPos",
+    "directory_problem",
+    "error_line",
     "expand_env",
+    "listen_hint",
     "load_located_yaml",
+    "locate",
     "located_dict",
+    "read_config_text",
 ]
 
 
@@ -46,11 +62,33 @@ class Pos:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+@dataclass(frozen=True, slots=True)
+class TextPos:
+    """Where the characters of one string value were written: line 0 of the value starts at
+    ``line``:``column``, and every further line (of a ``|`` block) at ``column`` of the next
+    source line. Only built where that holds exactly (plain or quoted one-line scalars without
+    escapes, literal blocks); elsewhere a value has just its start position."""
+
+    file: str
+    line: int
+    column: int
+
+    def at(self, value: str, offset: int) -> Pos:
+        """The position of ``value[offset]``."""
+        offset = max(0, min(offset, len(value)))
+        line_start = value.rfind("\n", 0, offset) + 1
+        return Pos(
+            self.file, self.line + value.count("\n", 0, offset), self.column + offset - line_start
+        )
+
+
 class LocatedDict(dict[str, Any]):
-    """A mapping from a config file that remembers its position and each key's."""
+    """A mapping from a config file that remembers its position, each key's, and where the
+    text of each string value is (:class:`TextPos`, when knowable)."""
 
     pos: Pos
     key_pos: dict[str, Pos]
+    text_pos: dict[str, TextPos]
 
 
 class LocatedList(list[Any]):
@@ -65,7 +103,78 @@ def located_dict(pos: Pos, items: dict[str, Any] | None = None) -> LocatedDict:
     out = LocatedDict(items or {})
     out.pos = pos
     out.key_pos = {}
+    out.text_pos = {}
     return out
+
+
+def locate(value: Any, message: str) -> Pos | None:
+    """The position in ``value`` (a located mapping) that a builder's error ``message`` names.
+
+    Builders take plain data and say which key they reject: ``loadBalancer.kind: unknown kind
+    'x'``, ``unknown key 'tls'``, ``retry.baseSeconds must be a number``. This finds the key of
+    ``value`` the message names first (as a whole word), follows ``.child`` and ``[i]`` written
+    right after it into nested mappings and lists, then looks for a key of what it reached in
+    the rest of the message (``namers[1]: rootDir 'x' cannot be listed``), and returns the
+    deepest position found. None when the message names no key of ``value``.
+    """
+    if not isinstance(value, dict):
+        return None
+    first: tuple[int, int, str] | None = None
+    for key in value:
+        found = re.search(rf"(?<!\w){re.escape(str(key))}(?!\w)", message)
+        if found and (first is None or found.start() < first[0]):
+            first = (found.start(), found.end(), key)
+    if first is None:
+        return None
+    _, end, key = first
+    positions: dict[str, Pos] = getattr(value, "key_pos", {})
+    pos = positions.get(key)
+    child, rest = value[key], message[end:]
+    while True:
+        step = re.match(r"\.(\w+)|\[(\d+)\]", rest)
+        if step is None:
+            return locate(child, rest) or pos
+        rest = rest[step.end() :]
+        if step.group(1) is not None and isinstance(child, dict) and step.group(1) in child:
+            pos = getattr(child, "key_pos", {}).get(step.group(1), pos)
+            child = child[step.group(1)]
+        elif (
+            step.group(2) is not None
+            and isinstance(child, list)
+            and int(step.group(2)) < len(child)
+        ):
+            index = int(step.group(2))
+            items: list[Pos] = getattr(child, "item_pos", [])
+            pos = items[index] if index < len(items) else pos
+            child = child[index]
+        else:
+            return locate(child, rest) or pos
+
+
+def directory_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot serve as a directory whose files are read, or None if it can.
+
+    The check a namer's first scan makes (list the directory), done when the config is read so
+    that a wrong ``rootDir`` is a config error with its position, not a failure at boot.
+    """
+    try:
+        with os.scandir(path) as entries:
+            next(entries, None)
+    except FileNotFoundError:
+        return "does not exist"
+    except NotADirectoryError:
+        return "is not a directory"
+    except PermissionError:
+        return "cannot be listed (permission denied)"
+    except OSError as err:
+        return f"cannot be listed ({err.strerror or err})"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
+#: The ``where`` of the file's top-level mapping (its keys are named without a prefix).
+TOP_LEVEL = "the top level"
 
 
 class Section:
@@ -103,9 +212,27 @@ class Section:
         positions: dict[str, Pos] = getattr(self.value, "key_pos", {})
         return positions.get(key, self.pos)
 
+    def text_pos(self, key: str, offset: int) -> Pos | str:
+        """Where character ``offset`` of the string value of ``key`` was written (the key's
+        position when that is not knowable, e.g. after ``${VAR}`` expansion)."""
+        spans: dict[str, TextPos] = getattr(self.value, "text_pos", {})
+        value = self.value.get(key)
+        span = spans.get(key)
+        if span is None or not isinstance(value, str):
+            return self.key_pos(key)
+        return span.at(value, offset)
+
+    def path(self, key: str) -> str:
+        """How errors name ``key``: ``routers[0].dtab``; a top-level key by itself."""
+        return key if self.where == TOP_LEVEL else f"{self.where}.{key}"
+
     def error(self, key: str, message: str) -> Exception:
         """An error pointing at ``key``."""
-        return self.error_cls(f"{self.key_pos(key)}: {self.where}.{key}: {message}")
+        return self.error_cls(f"{self.key_pos(key)}: {self.path(key)}: {message}")
+
+    def error_at(self, pos: Pos | str, key: str, message: str) -> Exception:
+        """An error about ``key`` pointing at ``pos`` (somewhere inside its value)."""
+        return self.error_cls(f"{pos}: {self.path(key)}: {message}")
 
     def get(
         self, key: str, default: Any = None, types: type | tuple[type, ...] | None = None
@@ -171,6 +298,50 @@ class Section:
                 raise self.error_cls(f"{where} (known keys: {known})")
 
 
+#: What to do about an address that cannot be listened on, by errno (see :func:`listen_hint`).
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "stop the process using that port or choose another port",
+    errno.EADDRNOTAVAIL: "this host has no such address; use one of its addresses or 0.0.0.0",
+    errno.EACCES: "ports below 1024 need privileges; choose a port above 1023",
+}
+
+
+def listen_hint(err: OSError) -> str:
+    """What to do when a configured address cannot be bound (``err`` from bind/listen)."""
+    return _LISTEN_HINTS.get(err.errno or 0, "check the address")
+
+
+def error_line(program: str, message: str, source: str | None) -> str:
+    """The one line a command prints for an error: ``message`` as it is when it starts with a
+    position in config file ``source`` (``file:line:col: ...``), else ``program: message``;
+    further lines, if any, joined with `` | ``."""
+    located = source is not None and message.startswith(f"{source}:")
+    text = message if located else f"{program}: {message}"
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def read_config_text(path: str, *, error: type[Exception] = ConfigError) -> tuple[str, str]:
+    """The text of config file ``path`` (``-``: standard input) and the name errors give it.
+
+    Raises:
+        error: the file cannot be read, or is not UTF-8 (the message says what to do).
+    """
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except OSError as err:
+        raise error(
+            f"cannot read config file {path}: {err.strerror or err}; check the path and that "
+            "this user may read it"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise error(
+            f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
+
+
 def load_located_yaml(
     text: str,
     file: str,
@@ -217,18 +388,39 @@ def load_located_yaml(
     def pos(node: Any) -> Pos:
         return Pos(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
+    def text_pos(node: Any) -> TextPos | None:
+        """Where the characters of a scalar's value were written, if that is knowable."""
+        start, end = node.start_mark, node.end_mark
+        buffer = start.buffer
+        if buffer is None:
+            return None
+        if start.line == end.line:
+            written = buffer[start.index : end.index]
+            # Plain scalars are written as their value; quoted ones add a quote each side.
+            # Anything else (escapes, folding) has no exact mapping.
+            if written == node.value:
+                return TextPos(file, start.line + 1, start.column + 1)
+            if node.style in ("'", '"') and written[1:-1] == node.value:
+                return TextPos(file, start.line + 1, start.column + 2)
+            return None
+        if node.style != "|":
+            return None
+        # A literal block: value line k is source line k after the `|` header, every line
+        # indented alike. Check that on the first non-empty line before relying on it.
+        lines = node.value.split("\n")
+        source = buffer[start.index : end.index].split("\n")[1:]
+        for k, text in enumerate(lines):
+            if text and k < len(source):
+                indent = len(source[k]) - len(text)
+                if indent < 0 or source[k][indent:] != text:
+                    return None
+                return TextPos(file, start.line + 2, indent + 1)
+        return None
+
     def offset_pos(node: Any, offset: int) -> Pos:
         """Where character ``offset`` of a scalar's value was written, if that is knowable."""
-        start, end = node.start_mark, node.end_mark
-        if start.line == end.line and start.buffer is not None:
-            written = start.buffer[start.index : end.index]
-            # Plain scalars are written as their value; quoted ones add a quote each side.
-            # Anything else (escapes, folding) points at the scalar's start.
-            if written == node.value:
-                return Pos(file, start.line + 1, start.column + 1 + offset)
-            if node.style in ("'", '"') and written[1:-1] == node.value:
-                return Pos(file, start.line + 1, start.column + 2 + offset)
-        return pos(node)
+        span = text_pos(node)
+        return span.at(node.value, offset) if span is not None else pos(node)
 
     def substitute(node: Any) -> Any:
         try:
@@ -256,6 +448,11 @@ def load_located_yaml(
                     raise error(f"{pos(key_node)}: duplicate key {key!r}")
                 out[key] = convert(value_node)
                 out.key_pos[key] = pos(key_node)
+                if isinstance(value_node, yaml.ScalarNode) and out[key] == value_node.value:
+                    # (A value changed by ${VAR} expansion has no exact character positions.)
+                    span = text_pos(value_node)
+                    if span is not None:
+                        out.text_pos[key] = span
             return out
         if isinstance(node, yaml.SequenceNode):
             items = LocatedList()

@@ -25,18 +25,22 @@ Defaults (Linkerd's where Linkerd has one):
 key                            default      meaning
 =============================  ===========  =================================================
 admin                          127.0.0.1:9990  one admin server for the whole process tree
+namers[].rootDir               (required)   io.l5d.fs: a readable directory, one file per service
+namers[].pollIntervalSecs      1            how often that directory is checked
 routers[].servers[]            127.0.0.1:4140  where the router listens
 servers[].clearContext         false        strip inbound l5d-ctx-*/l5d-dtab (untrusted edges)
 servers[].maxCallDepth         1000         Via entries allowed before a loop is declared (400)
 dstPrefix                      /svc         prefix of every identified name
 identifier                     header.token on Host
 interpreter                    default      local dtab + local namers; or io.l5d.namerd.http
+streamingEnabled               true         bodies always stream; ``false`` is rejected
 bindingTimeoutMs               10000        waiting for a first binding -> 502
 maxInitialLineKB / maxHeadersKB 4 / 8       over -> 414 / 431
 maxErrResponseKB               5120         cap on error bodies (and l5d-err)
 client.connectTimeoutMs        3000         connecting to a service -> 502
 client.requestAttemptTimeoutMs 10000        response headers from a service -> 503
-client.hostConnectionPool      maxIdle 100, idleTimeMs 60000
+client.hostConnectionPool      maxIdle 100, idleTimeMs 60000, minSize 0, maxSize and
+                                            maxWaiters unbounded (minSize <= maxSize)
 service.totalTimeoutMs         30000        whole request, until response headers -> 503
 =============================  ===========  =================================================
 
@@ -45,16 +49,34 @@ hung request holding a connection forever). Set a key to 0 to turn that timeout 
 
 Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
 ``$``), so one file serves every host: ``port: ${LINKER_PORT:-4140}`` (``shared.configtree``).
+
+What loading checks
+-------------------
+Loading builds every object a worker builds from the config, with the same functions the
+worker calls (:func:`router_interpreter`, :func:`router_identifier`, :func:`pool_limits`,
+:func:`server_limits`, and the balancer, failure accrual and retry builders for the router-wide
+keys and for every ``io.l5d.static`` prefix), and lists every ``rootDir``; it only binds no
+socket and starts no task. So ``linker --validate`` and a start accept exactly the same
+configs, and a config that loads cannot fail at a worker's boot. Every error is one line
+``file:line:column: key: what is wrong`` (with what to do where that is not obvious).
+
+Linkerd keys this linker does not implement are rejected by name ("not supported by this
+linker; remove it") rather than accepted and ignored: ``telemetry``, ``usage``, ``tls``,
+``announce``/``announcers``, ``addForwardedHeader``, ``socketOptions``, ``httpAccessLog``,
+``tracePropagator``, ``bindingCache``, ``maxRequestKB``, ``maxResponseKB``, ``maxChunkKB``,
+``compressionLevel``, ``servers[].maxConcurrentRequests``, ``servers[].timestampHeader``,
+``interpreter.transformers``, ``client.requeueBudget``, ``client.clientSession``, and
+``streamingEnabled: false``. ``interpreter.experimental`` is accepted: it only acknowledges an
+experimental Linkerd feature, and nothing here needs acknowledging.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
@@ -69,8 +91,17 @@ from linker.config.model import (
     ServerConfig,
     plain,
 )
-from linker.config.prefix import parse_static
+from linker.config.prefix import StaticConfig, parse_static
+from linker.http.server import ServerLimits
+from linker.http.upstream import PoolLimits
+from linker.naming.interpreter import Interpreter, InterpreterConfigError, build_interpreter
+from linker.naming.namerd_client import parse_dst
+from linker.policy.accrual import build_accrual_factory
+from linker.policy.balancer import build_balancer
+from linker.policy.retries import build_retry_policy
+from linker.routing.identifiers import Identifier, build_identifier
 from shared import Dtab, DtabParseError, Path, configtree
+from shared.configtree import locate
 
 __all__ = [
     "AdminConfig",
@@ -80,38 +111,118 @@ __all__ = [
     "ServerConfig",
     "load_config",
     "parse_config",
+    "pool_limits",
+    "router_identifier",
+    "router_interpreter",
+    "server_limits",
 ]
 
 Section = partial(configtree.Section, error=ConfigError)
 
-# Linkerd keys that are valid there but not implemented here: named so the error is precise.
-_NOT_YET = {
-    "telemetry": "telemetry plugins (metrics are on the admin port)",
+# -- the objects a worker builds from a router's config (the loader builds them too) ------------
+
+
+def router_interpreter(
+    router: RouterConfig,
+    namers: Sequence[Mapping[str, Any]],
+    *,
+    last_known_dir: str | None = None,
+) -> Interpreter:
+    """The router's interpreter, built as every worker builds it.
+
+    ``last_known_dir``: where the workers share namerd's last-known answers (None: not shared).
+    """
+    return build_interpreter(
+        router.interpreter,
+        router.dtab,
+        namers,
+        bind_timeout_s=router.binding_timeout_ms / 1000,
+        last_known_dir=last_known_dir,
+        last_known_name=router.label,
+    )
+
+
+def router_identifier(router: RouterConfig) -> Identifier:
+    """The router's identifier (one, or a chain of them tried in order)."""
+    return build_identifier(router.identifier, router.dst_prefix)
+
+
+def pool_limits(router: RouterConfig) -> PoolLimits:
+    """The limits of a worker's upstream connection pool for this router."""
+    attempt_s = router.request_attempt_timeout_ms / 1000 or None
+    return PoolLimits(
+        max_idle_per_host=router.pool_max_idle,
+        idle_timeout_s=router.pool_idle_time_ms / 1000,
+        connect_timeout_s=router.connect_timeout_ms / 1000 or 3600.0,
+        response_header_timeout_s=attempt_s,
+        max_per_host=router.pool_max_size,
+        max_waiters_per_host=router.pool_max_waiters,
+        min_idle_per_host=router.pool_min_size,
+    )
+
+
+def server_limits(router: RouterConfig) -> ServerLimits:
+    """The limits of the router's servers (request line and header sizes)."""
+    return ServerLimits(
+        max_initial_line_bytes=router.max_initial_line_kb * 1024,
+        max_headers_bytes=router.max_headers_kb * 1024,
+    )
+
+
+# -- Linkerd keys this linker does not implement ----------------------------------------------
+# Accepting one and ignoring it would make a config say what the linker does not do, so each is
+# rejected by name, saying what it is. Keys valid in every section that has them in Linkerd:
+_UNSUPPORTED = {
+    "telemetry": "telemetry plugins; metrics are on the admin port",
     "usage": "usage reporting",
     "tls": "TLS",
     "announce": "announcers",
     "addForwardedHeader": "the Forwarded header",
     "socketOptions": "socket options",
 }
+_UNSUPPORTED_ROUTER = {
+    "announcers": "announcers",
+    "httpAccessLog": "the HTTP access log",
+    "tracePropagator": "trace propagators",
+    "bindingCache": "binding cache sizes",
+    "maxRequestKB": "buffered (non-streaming) requests",
+    "maxResponseKB": "buffered (non-streaming) responses",
+    "maxChunkKB": "a chunk size limit",
+    "compressionLevel": "response compression",
+}
+_UNSUPPORTED_SERVER = {
+    "maxConcurrentRequests": "a limit on concurrent requests per server",
+    "timestampHeader": "the request timestamp header",
+}
+_UNSUPPORTED_INTERPRETER = {
+    "transformers": "interpreter transformers",
+    "tls": "TLS to namerd",
+}
+_UNSUPPORTED_CLIENT = {
+    "tls": "TLS to services",
+    "requeueBudget": "a requeue budget; connection failures are retried within the retry budget",
+    "clientSession": "client session lifetimes; see hostConnectionPool.idleTimeMs",
+}
 
 
-def _reject_not_yet(sec: Any) -> None:
-    for key, what in _NOT_YET.items():
-        if sec.has(key):
-            raise sec.error(key, f"{what} is a Linkerd feature this linker does not implement yet")
+def _reject_unsupported(sec: Any, *tables: Mapping[str, str]) -> None:
+    for table in tables:
+        for key, what in table.items():
+            if sec.has(key):
+                raise sec.error(key, f"not supported by this linker ({what}); remove it")
 
 
-def _server(raw: Any, where: str) -> ServerConfig:
-    sec = Section(raw, where)
-    _reject_not_yet(sec)
+def _server(raw: Any, where: str, router_pos: Any) -> ServerConfig:
+    sec = Section(raw, where, router_pos)
+    _reject_unsupported(sec, _UNSUPPORTED, _UNSUPPORTED_SERVER)
     out = ServerConfig(
         ip=sec.ip("ip", "127.0.0.1"),
         port=sec.port("port", DEFAULT_ROUTER_PORT),
         clear_context=sec.get("clearContext", False, bool),
         max_call_depth=sec.positive_int("maxCallDepth", 1000),
-        max_concurrent_requests=sec.get("maxConcurrentRequests", None, int),
+        listen_pos=str(sec.key_pos("port")) if sec.has("port") else "",
     )
-    sec.done(also_allowed=["timestampHeader"])
+    sec.done()
     return out
 
 
@@ -125,33 +236,47 @@ _STATIC_SERVICE_KEYS = frozenset({"totalTimeoutMs", "retries", "responseClassifi
 def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterConfig:
     where = f"routers[{index}]"
     sec = Section(raw, where)
-    _reject_not_yet(sec)
+    _reject_unsupported(sec, _UNSUPPORTED, _UNSUPPORTED_ROUTER)
     protocol = sec.get("protocol", None, str)
     if protocol != "http":
         raise sec.error("protocol", f"only 'http' routers are supported, got {protocol!r}")
     label = sec.get("label", protocol, str)
     servers_raw = sec.get("servers", None, list)
+    if servers_raw is not None and not servers_raw:
+        raise sec.error("servers", "must list at least one server (or be left out: 4140)")
     servers = tuple(
-        _server(s, f"{where}.servers[{i}]") for i, s in enumerate(servers_raw or [None])
+        _server(s, f"{where}.servers[{i}]", sec.pos) for i, s in enumerate(servers_raw or [None])
     )
     prefix_text = sec.get("dstPrefix", "/svc", str)
     try:
         dst_prefix = Path.read(prefix_text)
     except DtabParseError as err:
-        raise sec.error("dstPrefix", f"invalid path: {err}") from None
+        raise sec.error_at(
+            sec.text_pos("dstPrefix", err.offset),
+            "dstPrefix",
+            f"not a path: {err.expected} expected but {err.found} found (e.g. /svc)",
+        ) from None
     dtab_text = sec.get("dtab", "", str)
     try:
         dtab = Dtab.read(dtab_text)
     except DtabParseError as err:
-        raise sec.error("dtab", f"invalid dtab:\n{err.render()}") from None
+        raise sec.error_at(
+            sec.text_pos("dtab", err.offset),
+            "dtab",
+            f"invalid dtab: {err.expected} expected but {err.found} found "
+            "(each dentry is `/prefix => destination ;`)",
+        ) from None
     identifier = sec.get("identifier", None, (dict, list))
     interpreter = sec.get("interpreter", None, dict)
     client_raw = sec.get("client", None, dict)
     service_raw = sec.get("service", None, dict)
-    client = Section(client_raw, f"{where}.client")
-    service = Section(service_raw, f"{where}.service")
+    client = Section(client_raw, f"{where}.client", sec.key_pos("client"))
+    service = Section(service_raw, f"{where}.service", sec.key_pos("service"))
+    _reject_unsupported(client, _UNSUPPORTED_CLIENT)
     pool = Section(
-        client.get("hostConnectionPool", None, dict), f"{where}.client.hostConnectionPool"
+        client.get("hostConnectionPool", None, dict),
+        f"{where}.client.hostConnectionPool",
+        client.key_pos("hostConnectionPool"),
     )
     cfg = RouterConfig(
         label=label,
@@ -187,27 +312,19 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
             raise sec_.error("kind", f"expected io.l5d.global or io.l5d.static, got {kind!r}")
         if (kind == "io.l5d.static") != (configs is not None):
             raise sec_.error("configs", "io.l5d.static needs `configs`; io.l5d.global takes none")
-    try:
-        if client_configs is not None:
-            cfg = replace(
-                cfg,
-                client_static=parse_static(client_configs, f"{where}.client", _STATIC_CLIENT_KEYS),
-            )
-        if service_configs is not None:
-            cfg = replace(
-                cfg,
-                service_static=parse_static(
-                    service_configs, f"{where}.service", _STATIC_SERVICE_KEYS
-                ),
-            )
-    except ValueError as err:
-        raise ConfigError(f"{sec.key_pos('client')}: {err}") from None
+    cfg = replace(
+        cfg,
+        client_static=_static(client, client_raw, client_configs, _STATIC_CLIENT_KEYS),
+        service_static=_static(service, service_raw, service_configs, _STATIC_SERVICE_KEYS),
+    )
     if cfg.pool_max_size is not None and cfg.pool_max_size < 1:
         raise pool.error("maxSize", f"must be at least 1, got {cfg.pool_max_size}")
     if cfg.pool_max_waiters is not None and cfg.pool_max_waiters < 0:
         raise pool.error("maxWaiters", f"must be >= 0, got {cfg.pool_max_waiters}")
     if cfg.pool_min_size < 0:
         raise pool.error("minSize", f"must be >= 0, got {cfg.pool_min_size}")
+    if cfg.pool_max_size is not None and cfg.pool_min_size > cfg.pool_max_size:
+        raise pool.error("minSize", f"{cfg.pool_min_size} is more than maxSize {cfg.pool_max_size}")
     client.get("loadBalancer", None, dict)
     client.get("failureAccrual", None, dict)
     service.get("retries", None, dict)
@@ -215,96 +332,201 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
     pool.done()
     client.done()
     service.done()
-    _check_client_policy(cfg, sec)
-    sec.get("streamingEnabled", True, bool)  # always streaming; accepted for compatibility
+    if sec.get("streamingEnabled", True, bool) is False:
+        raise sec.error(
+            "streamingEnabled",
+            "false is not supported by this linker (bodies always stream); remove it",
+        )
     sec.done()
-    _check_identifier_and_interpreter(cfg, sec, namers)
+    _build_client_policy(cfg, client, service, client_configs, service_configs)
+    _build_identifier(cfg, sec, identifier)
+    _build_interpreter(cfg, sec, interpreter, namers)
+    pool_limits(cfg)
+    server_limits(cfg)
     return cfg
 
 
-def _check_client_policy(cfg: RouterConfig, sec: Any) -> None:
-    """Build the balancer, accrual and retry policy once so bad keys fail at load time."""
-    import random
-
-    from linker.policy.accrual import build_accrual_factory
-    from linker.policy.balancer import build_balancer
-    from linker.policy.retries import build_retry_policy
-
-    rng = random.Random(0)
-    client_sets = [cfg.client_params(), *(s.params for s in cfg.client_static)]
-    service_sets = [cfg.service_params(), *(s.params for s in cfg.service_static)]
+def _static(
+    sec: Any, raw: Any, configs: list[Any] | None, keys: frozenset[str]
+) -> tuple[StaticConfig, ...]:
+    """An ``io.l5d.static`` section's ``configs`` (none for ``io.l5d.global``)."""
+    if configs is None:
+        return ()
     try:
-        for params in client_sets:
+        return parse_static(configs, sec.where, keys)
+    except ValueError as err:
+        raise ConfigError(f"{locate(raw, str(err)) or sec.key_pos('configs')}: {err}") from None
+
+
+def _build_client_policy(
+    cfg: RouterConfig,
+    client: Any,
+    service: Any,
+    client_configs: list[Any] | None,
+    service_configs: list[Any] | None,
+) -> None:
+    """Build the balancer, accrual and retry policy of the router-wide keys and of every
+    ``io.l5d.static`` prefix, as a worker will for the first request of each client."""
+    rng = random.Random(0)
+    # (the keys, where errors point when the message names none of them, its mapping)
+    client_sets: list[tuple[Mapping[str, Any], Any, Any]] = [
+        (cfg.client_params(), client.pos, client.value)
+    ]
+    service_sets: list[tuple[Mapping[str, Any], Any, Any]] = [
+        (cfg.service_params(), service.pos, service.value)
+    ]
+    for static, raw_list, sets in (
+        (cfg.client_static, client_configs, client_sets),
+        (cfg.service_static, service_configs, service_sets),
+    ):
+        positions: list[Any] = getattr(raw_list, "item_pos", [])
+        for i, entry in enumerate(static):
+            assert raw_list is not None
+            at = positions[i] if i < len(positions) else client.pos
+            sets.append((entry.params, at, raw_list[i]))
+    for i, (params, at, raw) in enumerate(client_sets):
+        where = client.where if i == 0 else f"{client.where}.configs[{i - 1}]"
+        try:
             factory = build_accrual_factory(params.get("failureAccrual"), rng)
             build_balancer(params.get("loadBalancer"), rng=rng, accrual_factory=factory)
-    except ValueError as err:
-        raise sec.error("client", str(err)) from None
+        except ValueError as err:
+            raise ConfigError(f"{locate(raw, str(err)) or at}: {where}: {err}") from None
+    for i, (params, at, raw) in enumerate(service_sets):
+        where = service.where if i == 0 else f"{service.where}.configs[{i - 1}]"
+        if i > 0:
+            # The router reads a prefix's totalTimeoutMs per request: check it here.
+            Section(raw, where, at).millis("totalTimeoutMs", 0)
+        try:
+            build_retry_policy(params, rng, where=where)
+        except ValueError as err:
+            raise ConfigError(f"{locate(raw, str(err)) or at}: {err}") from None
+
+
+def _build_identifier(cfg: RouterConfig, sec: Any, raw: Any) -> None:
+    """Build each identifier alone (so an error points at its entry), then the chain."""
+    if isinstance(raw, list):
+        for i, item in enumerate(raw):
+            try:
+                build_identifier(plain(item), cfg.dst_prefix)
+            except (ValueError, TypeError) as err:
+                at = locate(item, str(err)) or getattr(raw, "item_pos", [sec.pos] * len(raw))[i]
+                raise ConfigError(f"{at}: {sec.where}.identifier[{i}]: {err}") from None
     try:
-        for params in service_sets:
-            build_retry_policy(params, rng, where="service")
-    except ValueError as err:
-        raise sec.error("service", str(err)) from None
-
-
-def _check_identifier_and_interpreter(
-    cfg: RouterConfig, sec: Any, namers: tuple[dict[str, Any], ...]
-) -> None:
-    """Build both once at load time so a bad kind or key fails here, with its position."""
-    from linker.routing.identifiers import build_identifier
-
-    try:
-        build_identifier(cfg.identifier, cfg.dst_prefix)
+        router_identifier(cfg)
     except (ValueError, TypeError) as err:
-        raise sec.error("identifier", str(err)) from None
-    interp = cfg.interpreter or {}
-    kind = interp.get("kind", "default")
-    if kind not in ("default", "io.l5d.namerd.http"):
-        raise sec.error(
-            "interpreter", f"unknown interpreter kind {kind!r} (default, io.l5d.namerd.http)"
-        )
+        at = locate(raw, str(err)) or sec.key_pos("identifier")
+        raise ConfigError(f"{at}: {sec.where}.identifier: {err}") from None
+
+
+def _build_interpreter(
+    cfg: RouterConfig, sec: Any, raw: Any, namers: tuple[dict[str, Any], ...]
+) -> None:
+    """Build the interpreter a worker builds (no task started, nothing connected)."""
+    if raw is not None:
+        isec = Section(raw, f"{sec.where}.interpreter")
+        _reject_unsupported(isec, _UNSUPPORTED_INTERPRETER)
+        if isec.has("dst"):
+            try:
+                parse_dst(plain(raw["dst"]))
+            except ValueError as err:
+                raise isec.error("dst", str(err)) from None
+    try:
+        router_interpreter(cfg, namers)
+    except (InterpreterConfigError, ValueError) as err:
+        at = locate(raw, str(err)) or sec.key_pos("interpreter")
+        raise ConfigError(f"{at}: {sec.where}.interpreter: {err}") from None
+
+
+def _namers(top: Any) -> tuple[dict[str, Any], ...]:
+    """The local namers, each checked and built (their directories listed) once."""
+    namers: list[dict[str, Any]] = []
+    for i, n in enumerate(top.get("namers", None, list) or []):
+        nsec = Section(n, f"namers[{i}]")
+        kind = nsec.get("kind", None, str)
+        if kind != "io.l5d.fs":
+            raise nsec.error(
+                "kind",
+                f"only io.l5d.fs is available as a local namer, got {kind!r}; other service "
+                "discovery goes through namerd (interpreter io.l5d.namerd.http)",
+            )
+        root = nsec.get("rootDir", None, str)
+        if not root:
+            raise nsec.error("rootDir", "is required: the directory with one file per service")
+        problem = configtree.directory_problem(root)
+        if problem is not None:
+            raise nsec.error(
+                "rootDir",
+                f"{root!r} {problem}; create it or fix the path (a relative path is taken from "
+                "the directory the linker runs in)",
+            )
+        nsec.get("prefix", None, str)
+        nsec.get("pollIntervalSecs", None, (int, float))
+        nsec.done()
+        namers.append(plain(n))
+    out = tuple(namers)
+    try:
+        # The namers as a default interpreter builds them: duplicate prefixes, bad values.
+        build_interpreter(None, Dtab.empty(), out)
+    except (InterpreterConfigError, ValueError) as err:
+        raise ConfigError(
+            f"{locate(top.value, str(err)) or top.key_pos('namers')}: {err}"
+        ) from None
+    return out
 
 
 def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = None) -> LinkerConfig:
-    """Build a :class:`LinkerConfig` from parsed YAML; ConfigError names the key and position."""
-    top = Section(raw, "the top level")
-    _reject_not_yet(top)
-    admin_sec = Section(top.get("admin"), "admin")
-    admin = AdminConfig(admin_sec.ip("ip", "127.0.0.1"), admin_sec.port("port", DEFAULT_ADMIN_PORT))
+    """Build a :class:`LinkerConfig` from parsed YAML; ConfigError names the key and position.
+
+    Every object a worker builds is built here once too (see the module docstring).
+    """
+    top = Section(raw, configtree.TOP_LEVEL)
+    _reject_unsupported(top, _UNSUPPORTED)
+    admin_sec = Section(top.get("admin"), "admin", top.key_pos("admin"))
+    admin = AdminConfig(
+        admin_sec.ip("ip", "127.0.0.1"),
+        admin_sec.port("port", DEFAULT_ADMIN_PORT),
+        listen_pos=str(admin_sec.key_pos("port")) if admin_sec.has("port") else "",
+    )
+    _reject_unsupported(admin_sec, _UNSUPPORTED)
     admin_sec.done()
-    namers_raw = top.get("namers", None, list) or []
-    namers: list[dict[str, Any]] = []
-    for i, n in enumerate(namers_raw):
-        nsec = Section(n, f"namers[{i}]")
-        if nsec.get("kind", None, str) != "io.l5d.fs":
-            raise nsec.error("kind", "only io.l5d.fs is available as a local namer")
-        nsec.get("rootDir", None, str)
-        nsec.get("prefix", None, str)
-        nsec.done(also_allowed=["pollIntervalSecs"])
-        namers.append(plain(n))
+    namers = _namers(top)
     routers_raw = top.get("routers", None, list)
     if not routers_raw:
-        raise ConfigError(f"{top.pos}: 'routers' must list at least one router")
-    namer_tuple = tuple(namers)
-    routers = tuple(_router(r, i, namer_tuple) for i, r in enumerate(routers_raw))
+        raise ConfigError(f"{top.key_pos('routers')}: 'routers' must list at least one router")
+    routers = tuple(_router(r, i, namers) for i, r in enumerate(routers_raw))
     file_workers = top.get("workers", None, int)
     top.done()
-    labels = [r.label for r in routers]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{source}: router labels must be unique, got {labels}")
-    ports = [(s.ip, s.port) for r in routers for s in r.servers] + [(admin.ip, admin.port)]
-    taken = [p for p in ports if p[1] != 0]
-    if len(set(taken)) != len(taken):
-        raise ConfigError(f"{source}: two listeners (routers or admin) use the same ip:port")
-    n = (
-        workers
-        if workers is not None
-        else file_workers
-        if file_workers is not None
-        else (os.cpu_count() or 1)
-    )
-    if n < 1:
-        raise ConfigError(f"{source}: workers must be at least 1, got {n}")
-    return LinkerConfig(routers, admin, namer_tuple, n, source, plain(raw))
+    seen_labels: set[str] = set()
+    for i, r in enumerate(routers):
+        if r.label in seen_labels:
+            at = Section(routers_raw[i], f"routers[{i}]").key_pos("label")
+            raise ConfigError(
+                f"{at}: routers[{i}].label: {r.label!r} is used by another router; give each "
+                "router its own label"
+            )
+        seen_labels.add(r.label)
+    listeners: dict[tuple[str, int], str] = {}
+    for what, ip, port, pos in [
+        *((f"{r.label} server", s.ip, s.port, s.listen_pos) for r in routers for s in r.servers),
+        ("admin", admin.ip, admin.port, admin.listen_pos),
+    ]:
+        if port != 0 and (ip, port) in listeners:
+            raise ConfigError(
+                f"{pos or source}: {ip}:{port} is taken by the {listeners[(ip, port)]} already; "
+                "give each listener (routers' servers and admin) its own port"
+            )
+        listeners[(ip, port)] = what
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        n = workers
+    elif file_workers is not None:
+        if file_workers < 1:
+            raise top.error("workers", f"must be at least 1, got {file_workers}")
+        n = file_workers
+    else:
+        n = os.cpu_count() or 1
+    return LinkerConfig(routers, admin, namers, n, source, plain(raw))
 
 
 def load_config(
@@ -317,14 +539,7 @@ def load_config(
     """
     if path is None:
         raise ConfigError("a config file is required: linker -c linker.yaml")
-    if path == "-":
-        text, name = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            text = FsPath(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-        name = path
+    text, name = configtree.read_config_text(path, error=ConfigError)
     environ = os.environ if env is None else env
     raw = configtree.load_located_yaml(text, name, yaml, error=ConfigError, env=environ)
     return parse_config(raw, name, workers=workers)

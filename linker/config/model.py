@@ -41,7 +41,8 @@ class ServerConfig:
     port: int = DEFAULT_ROUTER_PORT
     clear_context: bool = False
     max_call_depth: int = 1000
-    max_concurrent_requests: int | None = None
+    #: Where the port was configured (``file:line:col``; "" for the default), for errors.
+    listen_pos: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,8 @@ class AdminConfig:
 
     ip: str = "127.0.0.1"
     port: int = DEFAULT_ADMIN_PORT
+    #: Where the port was configured (``file:line:col``; "" for the default), for errors.
+    listen_pos: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,8 @@ class LinkerConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON (for ``/config.json``)."""
-        return plain(self.raw)
+        out: dict[str, Any] = plain(self.raw)
+        return out
 
 
 def plain(value: Any) -> Any:

@@ -37,7 +37,10 @@ Synchronous and trio-free, after gunicorn's arbiter. Theory of operation:
 * SIGTTIN / SIGTTOU add or remove one worker (never below one).
 
 Exit codes of :meth:`Master.run`: 0 after a requested stop, 1 when the listeners or the admin
-port cannot be bound or on a restart storm, 3 when the first generation failed to boot.
+port cannot be bound or on a restart storm, 3 when the first generation failed to boot. A
+listener that cannot be opened is a :class:`ListenError` naming which one; it is logged, or
+handed to ``on_listen_error`` (the ``linker`` command prints it as one line at the port's
+position in the config file).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "LISTEN_BACKLOG",
+    "ListenError",
     "Master",
     "MasterSettings",
     "describe_exit",
@@ -173,6 +177,31 @@ class MasterSettings:
             raise ValueError(f"restart_storm_limit must be >= 1, got {self.restart_storm_limit}")
 
 
+class ListenError(OSError):
+    """A listener could not be opened: router ``label``'s ``index``-th address, or (``label``
+    None) the admin server's. ``strerror`` is the system's reason."""
+
+    def __init__(
+        self,
+        errno: int | None,
+        strerror: str,
+        *,
+        label: str | None,
+        index: int,
+        host: str,
+        port: int,
+    ) -> None:
+        super().__init__(errno, strerror)
+        self.label = label
+        self.index = index
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        who = "the admin server" if self.label is None else f"router {self.label!r}"
+        return f"{who}: cannot listen on {self.host}:{self.port}: {self.strerror}"
+
+
 class _State(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
@@ -243,6 +272,8 @@ class Master:
             Wire it with closures over the master: ``on_shutdown=master.request_shutdown``,
             ``master_stats=master.stats``.
         reload: called on SIGHUP; returns the new config, or raises to keep the old one.
+        on_listen_error: called instead of logging when a listener cannot be opened (then
+            :meth:`run` returns 1); None logs it.
         clock: monotonic clock; injectable for tests.
     """
 
@@ -255,9 +286,11 @@ class Master:
         *,
         admin: AdminServer | None,
         reload: Callable[[], Any] | None = None,
+        on_listen_error: Callable[[ListenError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self._on_listen_error = on_listen_error
         self.bind = bind
         self.worker_main = worker_main
         self.config = config
@@ -328,6 +361,8 @@ class Master:
             try:
                 self._prepare_metrics_dir()
                 self._listeners = self._bind()
+            except ListenError as exc:
+                return self._listen_failed(exc)
             except OSError as exc:
                 log.critical("cannot start: %s", exc)
                 return EXIT_ERROR
@@ -337,8 +372,16 @@ class Master:
                 try:
                     self.admin.start()
                 except OSError as exc:
-                    log.critical("cannot start the admin server: %s", exc)
-                    return EXIT_ERROR
+                    return self._listen_failed(
+                        ListenError(
+                            exc.errno,
+                            exc.strerror or str(exc),
+                            label=None,
+                            index=0,
+                            host=self.admin.ip,
+                            port=self.admin.port,
+                        )
+                    )
             log.info(
                 "master %d: %d workers, listening on %s",
                 os.getpid(),
@@ -396,13 +439,20 @@ class Master:
             # One directory for writers and reader, whichever of the two named it.
             self.admin.metrics_dir = self.metrics_dir
 
+    def _listen_failed(self, exc: ListenError) -> int:
+        if self._on_listen_error is not None:
+            self._on_listen_error(exc)
+        else:
+            log.critical("cannot start: %s", exc)
+        return EXIT_ERROR
+
     def _bind(self) -> dict[str, list[socket.socket]]:
         bound: dict[str, list[socket.socket]] = {}
         try:
             for label, addrs in self.bind.items():
                 socks = bound.setdefault(label, [])
-                for host, port in addrs:
-                    socks.append(self._listen(label, host, port))
+                for index, (host, port) in enumerate(addrs):
+                    socks.append(self._listen(label, index, host, port))
                     name = socks[-1].getsockname()
                     self.addresses.setdefault(label, []).append((str(name[0]), int(name[1])))
         except OSError:
@@ -412,7 +462,7 @@ class Master:
             raise
         return bound
 
-    def _listen(self, label: str, host: str, port: int) -> socket.socket:
+    def _listen(self, label: str, index: int, host: str, port: int) -> socket.socket:
         try:
             infos = socket.getaddrinfo(
                 host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -420,7 +470,9 @@ class Master:
             family, kind, proto, _, sockaddr = infos[0]
             sock = socket.socket(family, kind, proto)
         except OSError as exc:
-            raise OSError(exc.errno, f"router {label!r}: {host}:{port}: {exc.strerror}") from exc
+            raise ListenError(
+                exc.errno, exc.strerror or str(exc), label=label, index=index, host=host, port=port
+            ) from exc
         try:
             # REUSEADDR so a restart does not wait out TIME_WAIT; no REUSEPORT: one shared
             # queue is what lets a reload hand queued connections to the new generation.
@@ -432,8 +484,8 @@ class Master:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            raise OSError(
-                exc.errno, f"router {label!r}: cannot listen on {host}:{port}: {exc.strerror}"
+            raise ListenError(
+                exc.errno, exc.strerror or str(exc), label=label, index=index, host=host, port=port
             ) from exc
         return sock
 
