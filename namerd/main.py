@@ -51,7 +51,7 @@ REDIS_SUPERVISE_INTERVAL_S = 1.0
 LISTEN_BACKLOG = 2048
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     def __init__(
         self,
         config: NamerdConfig,

@@ -34,7 +34,7 @@ class _DrainingServer(Server):
 class NamerdWorker(UvicornWorker):
     """UvicornWorker whose server drains watch streams on exit signals."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "asyncio", "http": "h11", "lifespan": "on"}
+    CONFIG_KWARGS = {"loop": "asyncio", "http": "h11", "lifespan": "on"}
 
     async def _serve(self) -> None:
         import sys
