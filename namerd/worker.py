@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from types import FrameType
-from typing import Any, ClassVar
 
 with warnings.catch_warnings():
     # uvicorn.workers is deprecated in favour of the uvicorn-worker package; it still works and
