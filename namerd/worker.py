@@ -33,7 +33,9 @@ class _DrainingServer(Server):
 class NamerdWorker(UvicornWorker):
     """UvicornWorker whose server drains watch streams on exit signals."""
 
-    CONFIG_KWARGS = {"loop": "asyncio", "http": "h11", "lifespan": "on"}
+    # uvicorn declares CONFIG_KWARGS as a plain class attribute; a ClassVar annotation here
+    # would conflict with that declaration (mypy), so ruff's RUF012 is silenced instead.
+    CONFIG_KWARGS = {"loop": "asyncio", "http": "h11", "lifespan": "on"}  # noqa: RUF012
 
     async def _serve(self) -> None:
         import sys
