@@ -31,7 +31,8 @@ from linker.http.messages import (
     stream_body,
 )
 from linker.http.server import ServerLimits, serve_listeners
-from linker.http.upstream import PoolLimits, UpstreamPool, _UpstreamConnection
+from linker.http.upstream import PoolLimits, UpstreamPool
+from linker.http.upstream.connection import UpstreamConnection
 
 LOCAL = "127.0.0.1"
 
@@ -304,7 +305,7 @@ async def test_request_failing_on_reused_connection_is_retried_on_a_fresh_one(
 ) -> None:
     # The endpoint closes between our liveness check and our write: simulate by trusting
     # every pooled connection.
-    monkeypatch.setattr(_UpstreamConnection, "looks_dead", lambda self: False)
+    monkeypatch.setattr(UpstreamConnection, "looks_dead", lambda self: False)
     closed = trio.Event()
     pool = UpstreamPool()
     async with raw_endpoint(one_response_then_close(closed)) as port:
@@ -714,3 +715,120 @@ async def test_min_size_keeps_idle_connections_past_the_idle_timeout() -> None:
         stats = pool.stats()
         assert (stats["created"], stats["reused"], stats["expired"]) == (1, 1, 0)
     await pool.aclose()
+
+
+async def test_waiters_are_served_in_arrival_order() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+    served: list[str] = []
+
+    async def handler(req: Request) -> Response:
+        served.append(req.target)
+        if req.target == "/first":
+            await gate.wait()
+        return Response(200, [], bytes_body(b"ok"))
+
+    async with endpoint(handler) as port:
+
+        async def one(target: str) -> None:
+            resp = await pool.request((LOCAL, port), request(target=target))
+            await read_body(resp.body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, "/first")
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(6):
+                nursery.start_soon(one, f"/{i}")
+                await trio.testing.wait_all_tasks_blocked()  # each one queued before the next
+            assert pool.stats()["waiting"] == 6
+            gate.set()
+        stats = pool.stats()
+    # One connection, handed from each request to the next waiter in the order they came
+    # (waking them all to race for it would serve them in scheduler order).
+    assert served == ["/first", *(f"/{i}" for i in range(6))]
+    assert (stats["created"], stats["reused"], stats["waiting"]) == (1, 0, 0)
+    await pool.aclose()
+
+
+async def test_a_cancelled_waiter_leaves_the_line() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+    served: list[str] = []
+
+    async def handler(req: Request) -> Response:
+        served.append(req.target)
+        if req.target == "/first":
+            await gate.wait()
+        return Response(200, [], bytes_body(b"ok"))
+
+    async with endpoint(handler) as port:
+
+        async def one(target: str, scope: trio.CancelScope | None = None) -> None:
+            with scope or trio.CancelScope():
+                resp = await pool.request((LOCAL, port), request(target=target))
+                await read_body(resp.body)
+
+        impatient = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, "/first")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(one, "/impatient", impatient)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(one, "/patient")
+            await trio.testing.wait_all_tasks_blocked()
+            impatient.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert pool.stats()["waiting"] == 1
+            gate.set()
+        stats = pool.stats()
+    assert impatient.cancelled_caught
+    assert served == ["/first", "/patient"]
+    assert (stats["created"], stats["open"], stats["waiting"]) == (1, 1, 0)
+    await pool.aclose()
+
+
+async def test_a_failed_connect_passes_its_slot_to_the_next_waiter() -> None:
+    """maxSize 1 and nothing listening: each queued request gets its turn to connect (and
+    fail) rather than waiting forever for a slot nobody frees."""
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    port = refused_port()
+    failures: list[str] = []
+
+    async def one() -> None:
+        with pytest.raises(ConnectFailed) as info:
+            await pool.request((LOCAL, port), request())
+        failures.append(str(info.value))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(one)
+    assert len(failures) == 4
+    assert (pool.stats()["connect_failed"], pool.stats()["open"]) == (4, 0)
+    await pool.aclose()
+
+
+async def test_aclose_fails_the_waiters() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+
+    async def held(req: Request) -> Response:
+        await gate.wait()
+        return Response(200, [], bytes_body(b"ok"))
+
+    async with endpoint(held) as port:
+
+        async def first() -> None:
+            with pytest.raises(UpstreamProtocolError):  # its connection was closed under it
+                await pool.request((LOCAL, port), request())
+
+        async def waiter() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await pool.request((LOCAL, port), request())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            await pool.aclose()
+            gate.set()
