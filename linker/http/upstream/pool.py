@@ -326,8 +326,7 @@ class UpstreamPool:
                 if waiter in host.waiters:
                     host.waiters.remove(waiter)
             elif waiter.conn is not None:
-                with trio.CancelScope(shield=True):
-                    await self._release(waiter.conn, True)  # unused: as good as just released
+                await self._release(waiter.conn, True)  # unused: as good as just released
             else:
                 host.connecting -= 1
                 self._serve_waiters(host)
@@ -424,8 +423,10 @@ class UpstreamPool:
         return expired
 
     async def _close_all(self, conns: list[UpstreamConnection]) -> None:
-        """Close ``conns`` (already out of the pool's books).  Never raises, not even
-        Cancelled: closing is forceful and cannot block."""
-        for conn in conns:
-            self._counts["closed"] += 1
-            await conn.close()
+        """Close ``conns`` (already out of the pool's books).  Shielded, so it never raises,
+        not even Cancelled (a cancel is delivered at the caller's next checkpoint): a
+        forceful close cannot block, and one cancel must not leave the rest open."""
+        with trio.CancelScope(shield=True):
+            for conn in conns:
+                self._counts["closed"] += 1
+                await conn.close()

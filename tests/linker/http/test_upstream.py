@@ -832,3 +832,41 @@ async def test_aclose_fails_the_waiters() -> None:
             await trio.testing.wait_all_tasks_blocked()
             await pool.aclose()
             gate.set()
+
+
+async def test_aclose_closes_every_connection_even_when_cancelled() -> None:
+    """A worker closes its pools while its nursery is being cancelled: a cancel delivered
+    after the first close must not leave the other connections open."""
+    closed = 0
+    arrived = 0
+    both_in = trio.Event()
+
+    async def answer_then_wait_for_eof(stream: trio.SocketStream) -> None:
+        nonlocal closed, arrived
+        await read_head(stream)
+        arrived += 1
+        if arrived == 2:
+            both_in.set()
+        await both_in.wait()  # so the two requests hold two connections at once
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        while await stream.receive_some():
+            pass
+        closed += 1
+
+    pool = UpstreamPool()
+    async with raw_endpoint(answer_then_wait_for_eof) as port:
+
+        async def one() -> None:
+            await read_body((await pool.request((LOCAL, port), request())).body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one)
+            nursery.start_soon(one)
+        assert pool.stats()["idle"] == 2
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await pool.aclose()
+        with trio.fail_after(5):
+            while closed < 2:
+                await trio.sleep(0.01)
+    assert pool.stats()["closed"] == 2
