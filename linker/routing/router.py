@@ -243,7 +243,7 @@ class Router:
                 resp = await self.pool.request(ep.address, req)
             except (ConnectFailed, UpstreamProtocolError, UpstreamTimeout) as err:
                 bal.release(ep, self.now(), self.now() - started, False)
-                written = not isinstance(err, ConnectFailed)
+                written = not err.retryable  # retryable: it never reached the endpoint
                 cls = policy.classifier.classify_error(req.method, written)
                 retry, delay = policy.should_retry(
                     cls,

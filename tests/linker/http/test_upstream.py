@@ -840,6 +840,7 @@ async def test_aclose_closes_every_connection_even_when_cancelled() -> None:
     closed = 0
     arrived = 0
     both_in = trio.Event()
+    both_closed = trio.Event()
 
     async def answer_then_wait_for_eof(stream: trio.SocketStream) -> None:
         nonlocal closed, arrived
@@ -852,6 +853,8 @@ async def test_aclose_closes_every_connection_even_when_cancelled() -> None:
         while await stream.receive_some():
             pass
         closed += 1
+        if closed == 2:
+            both_closed.set()
 
     pool = UpstreamPool()
     async with raw_endpoint(answer_then_wait_for_eof) as port:
@@ -867,6 +870,5 @@ async def test_aclose_closes_every_connection_even_when_cancelled() -> None:
             scope.cancel()
             await pool.aclose()
         with trio.fail_after(5):
-            while closed < 2:
-                await trio.sleep(0.01)
+            await both_closed.wait()
     assert pool.stats()["closed"] == 2
