@@ -369,8 +369,9 @@ class RetryPolicy:
 
 # --- config -----------------------------------------------------------------------------------
 
-# Keys of the `service` section that other parts of the linker read (config.py): accepted here
-# so the whole section can be handed over, and left alone.
+# Keys of the `service` section that other parts of the linker read (the config loader, the
+# router's totalTimeoutMs): accepted here so the whole section can be handed over, and left
+# alone.
 _SERVICE_KEYS_OWNED_ELSEWHERE = frozenset({"kind", "prefix", "totalTimeoutMs"})
 
 

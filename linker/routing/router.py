@@ -1,5 +1,18 @@
 """One router's request path: identify, bind (with per-request dtabs), pick an endpoint, proxy.
 
+:meth:`Router.handle` serves one request that came in on one server of the router:
+
+1.  clearContext and maxCallDepth (the server's own settings), then the request's dtab
+    overrides (``l5d-ctx-dtab``, ``l5d-dtab``) and its name (the router's identifier);
+2.  bind the name with the interpreter, and choose a bound name from the tree
+    (:func:`pick_bound`: union weights, the first live branch of an alt);
+3.  rebuild the head for the next hop (hop-by-hop fields out, ``Via``, ``l5d-dst-*``, one
+    ``l5d-ctx-dtab``, ``l5d-reqid``, ``l5d-ctx-deadline``);
+4.  send it to an endpoint the bound name's balancer picks, retrying what the service's
+    classifier and retry budget allow within the total timeout.  Balancers, failure accrual and
+    budgets are the router's (:class:`~linker.routing.policies.RouterPolicies`), shared by all
+    of its servers.
+
 Everything a user sees when routing fails is decided here, once: the status (400/502/503, as
 Linkerd), an ``l5d-err`` header and a body that say which name was tried, with which dtab, and
 why it failed, plus where to look next (``/delegator.json``).
