@@ -233,10 +233,11 @@ class Router:
         """Send ``req``, retrying what the classifier and the budget allow, until ``deadline``."""
         service = svc.service
         policy = self.policies.retry_policy(svc)
-        policy.record_request(self.now())
+        now = self.now()
+        policy.record_request(now)
         addr = dest.addrs.get(bound.id)
         assert isinstance(addr, AddrBound)
-        client = self.policies.client(bound.id, addr, self.now())
+        client = self.policies.client(bound.id, addr, now)
         bal = client.balancer
         replayable = req.body.length == 0  # a streamed body is gone once sent: never retried
         attempt = 0

@@ -1,7 +1,7 @@
 """The upstream pool against real endpoints on 127.0.0.1: our own server, or raw trio servers
 that misbehave on purpose (garbage, early closes, silence, closing idle connections).
 
-The last test streams 200 MB through the whole data path (client → linker server → pool →
+One test streams 200 MB through the whole data path (client → linker server → pool →
 echo endpoint → back) and checks that memory stays flat: backpressure end to end.
 """
 
