@@ -24,35 +24,19 @@ from linker.http import hop
 from linker.http.messages import (
     EMPTY_BODY,
     Body,
+    Handler,
     Request,
     Response,
     bytes_body,
     read_body,
     stream_body,
 )
-from linker.http.server import ServerLimits, serve_listeners
 from linker.http.upstream import PoolLimits, UpstreamPool
 from linker.http.upstream.connection import UpstreamConnection
 
-LOCAL = "127.0.0.1"
-
+from .endpoints import LOCAL, endpoint
 
 # -- endpoints ----------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> AsyncIterator[int]:
-    """Our own server on an ephemeral port, running ``handler``; yields the port."""
-    listeners = await trio.open_tcp_listeners(0, host=LOCAL)
-    port = listeners[0].socket.getsockname()[1]
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        limits = ServerLimits(drain_timeout_s=0.5)
-        await nursery.start(partial(serve_listeners, listeners, handler, limits, shutdown=shutdown))
-        try:
-            yield port
-        finally:
-            shutdown.set()
 
 
 @asynccontextmanager
@@ -717,10 +701,8 @@ async def test_min_size_keeps_idle_connections_past_the_idle_timeout() -> None:
     await pool.aclose()
 
 
-async def test_waiters_are_served_in_arrival_order() -> None:
-    pool = UpstreamPool(PoolLimits(max_per_host=1))
-    gate = trio.Event()
-    served: list[str] = []
+def first_held_until(gate: trio.Event, served: list[str]) -> Handler:
+    """An endpoint that notes each request's target and holds ``/first`` until ``gate``."""
 
     async def handler(req: Request) -> Response:
         served.append(req.target)
@@ -728,7 +710,15 @@ async def test_waiters_are_served_in_arrival_order() -> None:
             await gate.wait()
         return Response(200, [], bytes_body(b"ok"))
 
-    async with endpoint(handler) as port:
+    return handler
+
+
+async def test_waiters_are_served_in_arrival_order() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+    served: list[str] = []
+
+    async with endpoint(first_held_until(gate, served)) as port:
 
         async def one(target: str) -> None:
             resp = await pool.request((LOCAL, port), request(target=target))
@@ -755,13 +745,7 @@ async def test_a_cancelled_waiter_leaves_the_line() -> None:
     gate = trio.Event()
     served: list[str] = []
 
-    async def handler(req: Request) -> Response:
-        served.append(req.target)
-        if req.target == "/first":
-            await gate.wait()
-        return Response(200, [], bytes_body(b"ok"))
-
-    async with endpoint(handler) as port:
+    async with endpoint(first_held_until(gate, served)) as port:
 
         async def one(target: str, scope: trio.CancelScope | None = None) -> None:
             with scope or trio.CancelScope():

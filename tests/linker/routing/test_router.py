@@ -13,7 +13,6 @@ from collections import Counter as Tally
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path as FsPath
 from typing import Any
 from urllib.parse import unquote
@@ -23,7 +22,6 @@ import trio
 from linker.config.model import RouterConfig, ServerConfig
 from linker.http import hop
 from linker.http.messages import EMPTY_BODY, Request, Response, bytes_body, read_body
-from linker.http.server import ServerLimits, serve_listeners
 from linker.http.upstream import PoolLimits, UpstreamPool
 from linker.metrics import Metrics
 from linker.naming.interpreter import build_interpreter
@@ -32,7 +30,8 @@ from linker.routing.policies import RouterPolicies
 from linker.routing.router import Router
 from shared import Dtab
 
-LOCAL = "127.0.0.1"
+from ..http.endpoints import LOCAL, endpoint
+
 LABEL = "rt"
 SERVICE = "/svc/web"
 
@@ -55,8 +54,7 @@ class Upstream:
 
 @asynccontextmanager
 async def upstream(status: int | Callable[[int], int] = 200) -> AsyncIterator[Upstream]:
-    listeners = await trio.open_tcp_listeners(0, host=LOCAL)
-    up = Upstream(listeners[0].socket.getsockname()[1])
+    up = Upstream(0)
 
     async def handler(req: Request) -> Response:
         n = len(up.seen)
@@ -70,14 +68,8 @@ async def upstream(status: int | Callable[[int], int] = 200) -> AsyncIterator[Up
         ]
         return Response(code, headers, bytes_body(str(up.port).encode()))
 
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        limits = ServerLimits(drain_timeout_s=0.5)
-        await nursery.start(partial(serve_listeners, listeners, handler, limits, shutdown=shutdown))
-        try:
-            yield up
-        finally:
-            shutdown.set()
+    async with endpoint(handler) as up.port:
+        yield up
 
 
 # -- the router ---------------------------------------------------------------------------------
