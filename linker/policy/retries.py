@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
@@ -260,13 +260,6 @@ class Backoff:
             return self.min_s
         upper = max(self.min_s, 3.0 * prev_delay_s)
         return min(self.max_s, max(self.min_s, rng.uniform(self.min_s, upper)))
-
-    def delays(self, rng: random.Random) -> Iterator[float]:
-        """The endless sequence of delays, in seconds, for one request's retries."""
-        delay: float | None = None
-        while True:
-            delay = self.next_delay_s(delay, rng)
-            yield delay
 
 
 DEFAULT_BACKOFF = Backoff.constant(0.0)
