@@ -175,6 +175,9 @@ class Router:
 
     Args:
         now: the clock for latencies, deadlines and policy state (seconds; trio's by default).
+
+    Raises:
+        ValueError: ``policies`` belongs to another router (another config).
     """
 
     def __init__(
@@ -188,6 +191,8 @@ class Router:
         *,
         now: Callable[[], float] = trio.current_time,
     ) -> None:
+        if policies.config is not config:
+            raise ValueError(f"router {config.label!r} was given the policies of another router")
         self.config = config
         self.server = server
         self.identifier = identifier
