@@ -771,6 +771,42 @@ async def test_a_cancelled_waiter_leaves_the_line() -> None:
     await pool.aclose()
 
 
+async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+    served: list[str] = []
+    first: list[Response] = []
+
+    async with endpoint(first_held_until(gate, served)) as port:
+
+        async def one(target: str, scope: trio.CancelScope | None = None) -> None:
+            with scope or trio.CancelScope():
+                resp = await pool.request((LOCAL, port), request(target=target))
+                if target == "/first":
+                    first.append(resp)  # its body is read by the test, at the right moment
+                else:
+                    await read_body(resp.body)
+
+        impatient = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            for target, scope in (("/first", None), ("/impatient", impatient), ("/2", None)):
+                nursery.start_soon(one, target, scope)
+                await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert first[0].body.ready()  # type: ignore[attr-defined]  # no I/O left to do
+            # The cancel lands first; then, with no checkpoint between, reading the rest of the
+            # first response releases its connection to the head of the line: the cancelled
+            # waiter, which must pass it on to the next one rather than drop it.
+            impatient.cancel()
+            assert await read_body(first[0].body) == b"ok"
+        stats = pool.stats()
+    assert impatient.cancelled_caught
+    assert served == ["/first", "/2"]
+    assert (stats["created"], stats["closed"], stats["waiting"]) == (1, 0, 0)
+    await pool.aclose()
+
+
 async def test_a_failed_connect_passes_its_slot_to_the_next_waiter() -> None:
     """maxSize 1 and nothing listening: each queued request gets its turn to connect (and
     fail) rather than waiting forever for a slot nobody frees."""
