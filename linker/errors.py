@@ -9,16 +9,19 @@
     ├── RequestTimeout          408  the client was too slow sending its head or its body
     ├── RequestLineTooLong      414  request line over ``maxInitialLineKB``
     ├── HeadersTooLarge         431  header section over ``maxHeadersKB``
-    ├── NoEndpoints             502  the name bound to nothing (neg / empty address set)
+    ├── VersionNotSupported     505  neither HTTP/1.1 nor HTTP/1.0
+    ├── NoEndpoints             502  the name bound to nothing, or every endpoint is marked dead
     ├── ConnectFailed           502  could not connect to the chosen endpoint (retryable)
     ├── UpstreamProtocolError   502  the endpoint sent garbage or closed early
     ├── BindingFailed           502  resolving the name failed or timed out
     ├── InternalError           502  anything unexpected (a bug); the message names the exception
+    ├── PoolExhausted           503  every connection to the endpoint busy, too many waiting
     └── UpstreamTimeout         503  the endpoint did not answer in time
 
 The statuses are Linkerd 1.x's (``ErrorResponder.scala``, ``FramingFilter.scala``): 400 for what
-the client did, 502 for what went wrong behind us, 503 for timeouts, never 504.  Each message
-should say what to do next, because it is all the client will see (``l5d-err`` and the body).
+the client did, 502 for what went wrong behind us, 503 for timeouts and overload, never 504.
+Each message should say what to do next, because it is all the client will see (``l5d-err``
+and the body).
 
 :func:`error_response` is the one place that turns an error into the bytes of a response, so
 the server, the router and the admin interface all answer in the same shape.  This module is
@@ -137,7 +140,8 @@ class VersionNotSupported(LinkerError):
 
 
 class NoEndpoints(LinkerError):
-    """The name bound, but to no address (a neg or empty binding): Linkerd's NoBrokersAvailable."""
+    """The name bound to no address (a neg or empty binding), or failure accrual has marked
+    every endpoint dead: Linkerd's NoBrokersAvailable."""
 
     status = 502
 

@@ -36,6 +36,7 @@ from linker.naming.explain import make_delegate
 from linker.process.admin import AdminServer
 from linker.process.master import ListenError, Master, MasterSettings
 from linker.process.worker import WorkerContext
+from linker.routing.policies import RouterPolicies
 from linker.routing.router import Router
 from shared.configtree import error_line, listen_hint
 
@@ -63,14 +64,15 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                 )
                 await background.start(interpreter.run)
                 _interpreter_gauges(ctx, router_cfg.label, interpreter)
+                # One of each per router, shared by all of its servers: what a failure, a
+                # retry or a connection teaches through one server holds for the others.
                 identifier = router_identifier(router_cfg)
                 pool = UpstreamPool(pool_limits(router_cfg))
                 pools.append(pool)
+                policies = RouterPolicies(router_cfg, ctx.metrics.router(router_cfg.label))
                 socks = listeners.get(router_cfg.label, [])
                 for server_cfg, listener in zip(router_cfg.servers, socks, strict=True):
-                    router = Router(
-                        router_cfg, server_cfg, identifier, interpreter, pool, ctx.metrics
-                    )
+                    router = Router(router_cfg, server_cfg, identifier, interpreter, pool, policies)
                     await serving.start(
                         partial(
                             serve_listeners,

@@ -16,7 +16,6 @@ __all__ = [
     "add_via",
     "get",
     "get_all",
-    "remove",
     "set",
     "set_many",
     "strip_hop_by_hop",
@@ -83,12 +82,6 @@ def set(headers: Headers, name: str | bytes, value: bytes) -> Headers:
     if not placed:
         out.append((key, value))
     return out
-
-
-def remove(headers: Headers, name: str | bytes) -> Headers:
-    """``headers`` without any field called ``name``."""
-    key = _name(name)
-    return [(k, v) for k, v in headers if k != key]
 
 
 def _comma_tokens(values: list[bytes]) -> list[bytes]:

@@ -11,7 +11,7 @@ and the upstream pool reads the endpoint's socket only when someone iterates the
 That is the whole of backpressure: a slow consumer stalls the producer's TCP window, and at
 most one receive buffer (64 KiB) per stream is held in memory.
 
-Two optional extras:
+Three optional extras:
 
 * ``async def aclose()``: the server calls it when it stops iterating early (the client went
   away, or a HEAD response), so a body that owns a connection can release or discard it at once
@@ -21,9 +21,9 @@ Two optional extras:
   chunks into one write; without it every chunk is written as it comes.
 * ``cancel_safe = True``: cancelling ``__anext__`` loses no data.  The upstream pool then
   interrupts a pull from the request body as soon as response bytes arrive; for other bodies it
-  waits for the pull to finish (see :mod:`linker.upstream`).  The server's request bodies and
-  :func:`bytes_body` are cancel-safe; :func:`stream_body` is not (an async generator dies when
-  a cancel hits it mid-await).
+  waits for the pull to finish (see :mod:`linker.http.upstream.exchange`).  The server's
+  request bodies and :func:`bytes_body` are cancel-safe; :func:`stream_body` is not (an async
+  generator dies when a cancel hits it mid-await).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ SERVER_EVENTS: tuple[str, ...] = (
     "connection_close",  # serve_connection is returning (the socket is closed)
     "request",  # a request head was parsed and is handed to the handler
     "continue_sent",  # a 100 Continue was sent because the handler read the body
-    "protocol_error",  # the request was refused by the codec (400/414/431/501), then close
+    "protocol_error",  # the request was refused by the codec (400/414/431/501/505), then close
     "header_timeout",  # the head was not complete within header_read_timeout_s
     "idle_timeout",  # a keep-alive connection sent nothing for keepalive_idle_timeout_s
     "body_timeout",  # the request body stalled for body_read_timeout_s
@@ -112,31 +112,33 @@ class ServerLimits:
     """Every limit and timeout of the server side; sizes in bytes, times in seconds.
 
     Attributes:
-        max_initial_line_bytes: longest request line; longer gets 414.  Linkerd's
-            ``maxInitialLineKB`` (4).
-        max_headers_bytes: largest header section; larger gets 431.  Linkerd's
+        max_initial_line_bytes: longest request line; longer gets 414.  Default 4096, as
+            Linkerd's ``maxInitialLineKB`` (4).
+        max_headers_bytes: largest header section; larger gets 431.  Default 8192, as Linkerd's
             ``maxHeadersKB`` (8).
         header_read_timeout_s: a request head must be complete this long after its first
             byte (and a new connection must send a whole head this long after accept),
             else the connection is closed (408 if part of a head arrived): the slowloris guard.
+            Default 10 s.
         keepalive_idle_timeout_s: an idle keep-alive connection is closed after this long.
+            Default 60 s.
         shutdown_idle_grace_s: on shutdown, an idle keep-alive connection still gets this long
             for one more request (answered with ``connection: close``) before it is closed, so
             a client that was sending at that very moment is not reset (SIGHUP/SIGTERM with
-            zero failed requests).
+            zero failed requests).  Default 1 s.
         body_read_timeout_s: the request body may stall this long between two reads before
-            the reader gets :class:`~linker.errors.RequestTimeout` (408).
+            the reader gets :class:`~linker.errors.RequestTimeout` (408).  Default 30 s.
         write_timeout_s: one write to the client may block this long; then the client is
-            considered gone and the connection is aborted.
+            considered gone and the connection is aborted.  Default 60 s.
         drain_timeout_s: after shutdown, in-flight connections get this long to finish before
-            they are cancelled.  Linkerd's admin ``shutdownGraceMs`` (10000).
+            they are cancelled.  Default 10 s, as Linkerd's admin ``shutdownGraceMs`` (10000).
         unread_body_max_bytes: if the handler leaves this much or less of the request body
             unread, it is read and discarded so the connection can be kept alive; more, and
-            the connection is closed instead.
+            the connection is closed instead.  Default 64 KiB.
         close_linger_s: before closing a connection whose client may still be sending (an
             error response, an unread body), we half-close and discard input for up to this
             long, so the kernel does not answer the unread bytes with a reset that could
-            destroy our response before the client reads it.
+            destroy our response before the client reads it.  Default 1 s.
     """
 
     max_initial_line_bytes: int = 4096
@@ -257,7 +259,7 @@ async def _serve_socket(
         client = (str(peer[0]), int(peer[1]))
     except (OSError, IndexError, TypeError, ValueError):
         client = ("", 0)  # the peer is already gone, or not an IP socket
-    fast = fast_stream(stream)  # see linker.fastsocket: no scheduler trip per send/recv
+    fast = fast_stream(stream)  # see linker.http.fastsocket: no scheduler trip per send/recv
     await serve_connection(fast, handler, limits, client, on_event=on_event, shutdown=shutdown)
 
 
@@ -444,7 +446,7 @@ class _ServerConnection:
         # A 100 Continue (from whoever reads the body) and the response may be written from
         # different tasks; trio allows only one send_all at a time.
         self._send_lock = trio.Lock()
-        # linker.fastsocket's checkpoint-free fast paths, when the stream has them.
+        # linker.http.fastsocket's checkpoint-free fast paths, when the stream has them.
         self._send_nowait: Callable[[bytes], int] | None = getattr(stream, "send_nowait", None)
         # Only one reader of the request body at a time (the handler's, then our drain).
         self._recv_lock = trio.Lock()

@@ -26,11 +26,12 @@ Kinds (Linkerd 1.x semantics, config ``client.loadBalancer``):
     Smooth weighted round robin: over any run of picks each endpoint's share tracks its
     weight, interleaved rather than in bursts.  O(endpoints) per pick.
 
-Each endpoint carries a :class:`~linker.accrual.Accrual` (failure accrual).  A dead endpoint is
-never picked unless its backoff has elapsed and it is due its single probe.  ``p2c`` and
-``ewma`` retry the two random choices up to ``maxEffort`` times when both land on unavailable
-endpoints, then fall back to scanning every endpoint, so ``pick`` returns None only when no
-endpoint at all is available (never merely because the dice were unlucky).
+Each endpoint carries a :class:`~linker.policy.accrual.Accrual` (failure accrual).  A dead
+endpoint is never picked unless its backoff has elapsed and it is due its single probe.
+``p2c`` and ``ewma`` retry the two random choices up to ``maxEffort`` times (default 5) when
+both land on unavailable endpoints, then fall back to scanning every endpoint, so ``pick``
+returns None only when no endpoint at all is available (never merely because the dice were
+unlucky).
 
 Removed endpoints *drain*: they are never picked again, but ``release`` for their in-flight
 requests still works; the record is dropped when the last one returns.  An endpoint re-added
@@ -450,7 +451,7 @@ def build_balancer(
     """Build a balancer from a Linkerd ``loadBalancer`` section (None: ``{kind: p2c}``).
 
     ``accrual_factory`` makes each endpoint's failure accrual (see
-    :func:`linker.accrual.build_accrual_factory`); None means Linkerd's default policy.
+    :func:`linker.policy.accrual.build_accrual_factory`); None means Linkerd's default policy.
 
     Raises:
         ConfigError (a ValueError): an unknown or unimplemented kind, an unknown key, or a bad

@@ -26,14 +26,15 @@ Rules that hold whatever the kind (Linkerd's built-in rules):
   ignored: nothing failed, so there is nothing to retry.
 * A request that was never written (connect refused, no connection) failed *before* the server
   saw a byte of it; trying again is always safe, so that error is a retryable failure for every
-  method and every kind (Linkerd's "requeue").  See :func:`classify_error`.
+  method and every kind (Linkerd's "requeue").  See :func:`classify_error`: the caller says
+  whether the request was written (the router asks the error: ``LinkerError.retryable``).
 * An error after the request was (or may have been) written, such as a reset while waiting for
   the response, is a failure, retryable only for the methods the kind deems retryable.
   ``allSuccessful`` classifies responses, not missing ones: such an error is a non-retryable
   failure there.
 
 Whether the *body* can be sent again (a chunked or already-streamed body cannot) is not the
-classifier's business; :class:`linker.retries.RetryPolicy` checks that.
+classifier's business; :class:`linker.policy.retries.RetryPolicy` checks that.
 
 HTTP methods are case-sensitive (RFC 9110 §9.1): ``get`` is not ``GET`` and is never retryable.
 
@@ -64,11 +65,6 @@ class ResponseClass(Enum):
     SUCCESS = "success"
     FAILURE_RETRYABLE = "failure_retryable"
     FAILURE_NON_RETRYABLE = "failure_non_retryable"
-
-    @property
-    def is_failure(self) -> bool:
-        """True for both kinds of failure (what failure accrual and ``failures`` count)."""
-        return self is not ResponseClass.SUCCESS
 
 
 DEFAULT_CLASSIFIER_KIND = "io.l5d.http.nonRetryable5XX"
@@ -110,18 +106,6 @@ def _has_retryable_header(headers: Iterable[tuple[bytes, bytes]] | None) -> bool
     return False
 
 
-def _written(error: BaseException) -> bool:
-    """False when ``error`` proves the request never left this process.
-
-    A refused connection cannot have carried the request.  A linker error with ``retryable``
-    set (``linker.errors.ConnectFailed``) says the same; it is read by attribute so this
-    module does not depend on the error tree.
-    """
-    if isinstance(error, ConnectionRefusedError):
-        return False
-    return getattr(error, "retryable", False) is not True
-
-
 def classify_error(kind: str, method: str | bytes, written: bool) -> ResponseClass:
     """Classify an attempt that produced no response at all.
 
@@ -149,34 +133,22 @@ def classify_error(kind: str, method: str | bytes, written: bool) -> ResponseCla
 def classify(
     kind: str,
     method: str | bytes,
-    status: int | None,
-    response_headers: list[tuple[bytes, bytes]] | None,
-    error: BaseException | None,
+    status: int,
+    response_headers: Iterable[tuple[bytes, bytes]] | None = None,
 ) -> ResponseClass:
-    """Classify one attempt: a response (``status`` set) or an error (``error`` set).
+    """Classify one attempt that produced a response (:func:`classify_error` for one that
+    produced none).
 
     Args:
         kind: a classifier kind from :data:`KINDS`.
         method: the request method (``"GET"`` or ``b"GET"``).
-        status: the response status, or None when there was no response.
+        status: the response status.
         response_headers: the response's headers (names in any case), or None.
-        error: the exception that ended the attempt when there was no response.  A
-            ``ConnectionRefusedError``, or any exception with ``retryable = True`` (the linker's
-            ``ConnectFailed``), means the request was never written; see
-            :func:`classify_error`.
-
-    Returns:
-        The attempt's :class:`ResponseClass`.  A response wins over an error when both are
-        given (the status is what the client will see).
 
     Raises:
-        ValueError: ``kind`` is unknown, or neither ``status`` nor ``error`` is given.
+        ValueError: ``kind`` is unknown.
     """
     methods = _retryable_methods(kind)
-    if status is None:
-        if error is None:
-            raise ValueError("classify needs a response status or an error, got neither")
-        return classify_error(kind, method, _written(error))
     if not 500 <= status <= 599:
         return ResponseClass.SUCCESS
     if _has_retryable_header(response_headers):
@@ -190,7 +162,7 @@ def classify(
 
 @dataclass(frozen=True, slots=True)
 class Classifier:
-    """A validated classifier kind, callable as ``classifier(method, status, headers, error)``."""
+    """A validated classifier kind, callable as ``classifier(method, status, headers)``."""
 
     kind: str = DEFAULT_CLASSIFIER_KIND
 
@@ -200,12 +172,11 @@ class Classifier:
     def __call__(
         self,
         method: str | bytes,
-        status: int | None,
-        response_headers: list[tuple[bytes, bytes]] | None = None,
-        error: BaseException | None = None,
+        status: int,
+        response_headers: Iterable[tuple[bytes, bytes]] | None = None,
     ) -> ResponseClass:
         """See :func:`classify`."""
-        return classify(self.kind, method, status, response_headers, error)
+        return classify(self.kind, method, status, response_headers)
 
     def classify_error(self, method: str | bytes, written: bool) -> ResponseClass:
         """See :func:`classify_error`."""

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
@@ -261,13 +261,6 @@ class Backoff:
         upper = max(self.min_s, 3.0 * prev_delay_s)
         return min(self.max_s, max(self.min_s, rng.uniform(self.min_s, upper)))
 
-    def delays(self, rng: random.Random) -> Iterator[float]:
-        """The endless sequence of delays, in seconds, for one request's retries."""
-        delay: float | None = None
-        while True:
-            delay = self.next_delay_s(delay, rng)
-            yield delay
-
 
 DEFAULT_BACKOFF = Backoff.constant(0.0)
 
@@ -369,8 +362,9 @@ class RetryPolicy:
 
 # --- config -----------------------------------------------------------------------------------
 
-# Keys of the `service` section that other parts of the linker read (config.py): accepted here
-# so the whole section can be handed over, and left alone.
+# Keys of the `service` section that other parts of the linker read (the config loader, the
+# router's totalTimeoutMs): accepted here so the whole section can be handed over, and left
+# alone.
 _SERVICE_KEYS_OWNED_ELSEWHERE = frozenset({"kind", "prefix", "totalTimeoutMs"})
 
 

@@ -42,7 +42,7 @@ _MAX_DIGITS = 19
 _DIGITS = frozenset(b"0123456789")
 
 
-def _nanos(field: bytes) -> int | None:
+def _nanos(field: bytes | bytearray) -> int | None:
     # int() alone would accept "+5", "-5", "1_000" and non-ASCII digits; the wire form has none.
     if not 0 < len(field) <= _MAX_DIGITS or not _DIGITS.issuperset(field):
         return None
@@ -50,7 +50,7 @@ def _nanos(field: bytes) -> int | None:
     return value if value <= _MAX_NS else None
 
 
-def parse_deadline(value: bytes, now_wall_s: float) -> float | None:
+def parse_deadline(value: bytes | bytearray, now_wall_s: float) -> float | None:
     """The seconds left before the deadline in one ``l5d-ctx-deadline`` value.
 
     Args:

@@ -1,8 +1,8 @@
 """Identifiers: how the linker gives an HTTP request a logical name such as ``/svc/users``.
 
 The name is what the dtab routes. These are Linkerd 1.x's HTTP identifiers, with the same
-config shapes and semantics (linkerd-features.md §1.2); ``dst_prefix`` is the router's
-``dstPrefix`` (``/svc`` by default).
+config shapes and semantics; ``dst_prefix`` is the router's ``dstPrefix`` (``/svc`` by
+default).
 
 ========================  ===================================================================
 ``io.l5d.header.token``   ``header`` (``Host``). Name = ``dst_prefix`` + the header value as

@@ -1,5 +1,18 @@
 """One router's request path: identify, bind (with per-request dtabs), pick an endpoint, proxy.
 
+:meth:`Router.handle` serves one request that came in on one server of the router:
+
+1.  clearContext and maxCallDepth (the server's own settings), then the request's dtab
+    overrides (``l5d-ctx-dtab``, ``l5d-dtab``) and its name (the router's identifier);
+2.  bind the name with the interpreter, and choose a bound name from the tree
+    (:func:`pick_bound`: union weights, the first live branch of an alt);
+3.  rebuild the head for the next hop (hop-by-hop fields out, ``Via``, ``l5d-dst-*``, one
+    ``l5d-ctx-dtab``, ``l5d-reqid``, ``l5d-ctx-deadline``);
+4.  send it to an endpoint the bound name's balancer picks, retrying what the service's
+    classifier and retry budget allow within the total timeout.  Balancers, failure accrual and
+    budgets are the router's (:class:`~linker.routing.policies.RouterPolicies`), shared by all
+    of its servers.
+
 Everything a user sees when routing fails is decided here, once: the status (400/502/503, as
 Linkerd), an ``l5d-err`` header and a body that say which name was tried, with which dtab, and
 why it failed, plus where to look next (``/delegator.json``).
@@ -7,12 +20,9 @@ why it failed, plus where to look next (``/delegator.json``).
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -33,12 +43,9 @@ from linker.errors import (
 from linker.http import hop
 from linker.http.messages import Request, Response, bytes_body
 from linker.http.upstream import UpstreamPool
-from linker.metrics import Metrics
+from linker.metrics import Counter, Scope
 from linker.naming.interpreter import Destination, Interpreter, InterpreterError
-from linker.policy.accrual import build_accrual_factory
-from linker.policy.balancer import Balancer, Endpoint, build_balancer
 from linker.policy.classify import ResponseClass
-from linker.policy.retries import RetryPolicy, build_retry_policy
 from linker.routing.deadline import (
     DEADLINE_HEADER,
     effective_timeout_s,
@@ -46,6 +53,7 @@ from linker.routing.deadline import (
     parse_deadline_headers,
 )
 from linker.routing.identifiers import Identifier
+from linker.routing.policies import RouterPolicies, ServicePolicy
 from shared import (
     AddrBound,
     AddrFailed,
@@ -54,30 +62,23 @@ from shared import (
     Bound,
     Dtab,
     DtabParseError,
+    Empty,
+    Fail,
     Leaf,
     NameTree,
+    Neg,
     Path,
     Union,
 )
 
-__all__ = ["Router", "pick_bound", "pick_endpoint"]
-
-log = logging.getLogger("linker")
+__all__ = ["Router", "pick_bound"]
 
 #: Extra time the router allows past bindingTimeoutMs before giving up on the interpreter.
 BACKSTOP_S = 1.0
 
-_CTX_PREFIX = b"l5d-ctx-"
 _CTX_DTAB = b"l5d-ctx-dtab"
 _USER_DTAB = b"l5d-dtab"
 _DTAB_HEADERS = frozenset({_CTX_DTAB, _USER_DTAB})  # replaced by one l5d-ctx-dtab upstream
-_WEIGHT = "endpoint_addr_weight"
-
-
-@dataclass
-class _Choice:
-    bound: Bound
-    address: tuple[str, int]
 
 
 def _live(tree: NameTree[Bound], dest: Destination) -> bool:
@@ -90,30 +91,6 @@ def _live(tree: NameTree[Bound], dest: Destination) -> bool:
     if isinstance(tree, Union):
         return any(_live(w.tree, dest) for w in tree.weighted)
     return False
-
-
-def pick_endpoint(dest: Destination, rng: random.Random) -> _Choice | None:
-    """Choose a bound name (by union weights) and one of its endpoints (by endpoint weight).
-
-    Branches with no live endpoints are skipped, so a union keeps serving from its healthy side.
-    Load balancing proper (p2c, ewma, ...) is the client-policy layer's job.
-    """
-    bound = pick_bound(dest, rng)
-    if bound is None:
-        return None
-    addr = dest.addrs[bound.id]
-    assert isinstance(addr, AddrBound)
-    endpoints = addr.sorted_addrs()
-    weights = []
-    for a in endpoints:
-        w = a.meta.get(_WEIGHT, 1.0)
-        weights.append(
-            float(w) if isinstance(w, int | float) and not isinstance(w, bool) and w > 0 else 0.0
-        )
-    if sum(weights) <= 0:
-        weights = [1.0] * len(endpoints)
-    chosen = rng.choices(endpoints, weights=weights, k=1)[0]
-    return _Choice(bound, (chosen.ip, chosen.port))
 
 
 def pick_bound(dest: Destination, rng: random.Random) -> Bound | None:
@@ -152,52 +129,18 @@ def pick_bound(dest: Destination, rng: random.Random) -> Bound | None:
     return bound
 
 
-#: At most this many services / bound names keep cached per-request state (stat handles,
-#: parameters); past it the cache starts over, so hostile Host headers can't grow it forever.
-MAX_CACHED_NAMES = 10_000
-
-
-@dataclass(slots=True)
-class _ServiceState:
-    """What the hot path needs per logical name, computed once: its text, stats and limits."""
-
-    service: str
-    requests: Any
-    latency: Any
-    scope: Any
-    total_ms: int
-    status: dict[int, Any]
-
-
-@dataclass(slots=True)
-class _ClientState:
-    """Per bound name: its balancer, the address set it was last fed, and stat handles."""
-
-    id_text: str
-    addr: AddrBound
-    endpoints: tuple[Endpoint, ...]
-    balancer: Balancer
-    requests: Any
-    retries: Any
-
-
-def _endpoint_weight(meta: dict[str, object]) -> float:
-    w = meta.get(_WEIGHT, 1.0)
-    if isinstance(w, int | float) and not isinstance(w, bool) and w > 0:
-        return float(w)
-    return 1.0
-
-
-def _stat(bal: Balancer, name: str) -> Callable[[], float]:
-    return lambda: float(bal.stats().get(name, 0))
-
-
-def _retry_stat(policy: RetryPolicy, name: str) -> Callable[[], float]:
-    return lambda: float(policy.stats()[name])
+def _status_counter(cache: dict[int, Counter], scope: Scope, status: int) -> Counter:
+    """The ``status/<N>XX`` counter of ``scope`` for ``status``, kept in ``cache``."""
+    klass = status // 100
+    counter = cache.get(klass)
+    if counter is None:
+        counter = cache[klass] = scope.counter(f"status/{klass}XX")
+    return counter
 
 
 async def _discard(resp: Response) -> None:
-    """Drop a response we will not forward (its connection is closed, not reused)."""
+    """Drop a response we will not forward (its connection goes back to the pool only if the
+    response had already arrived whole, else it is closed)."""
     aclose = getattr(resp.body, "aclose", None)
     if aclose is not None:
         await aclose()
@@ -212,8 +155,6 @@ def _why_no_endpoints(path: Path, dest: Destination) -> str:
         if isinstance(addr, AddrPending):
             return f"the addresses of {tree.value.id.show()} are still being resolved"
         return f"{tree.value.id.show()} has no endpoints"
-    from shared import Empty, Fail, Neg
-
     if isinstance(tree, Neg):
         return "no dtab entry (and no namer) matched it (~)"
     if isinstance(tree, Fail):
@@ -224,7 +165,20 @@ def _why_no_endpoints(path: Path, dest: Destination) -> str:
 
 
 class Router:
-    """The request handler of one server of one router."""
+    """The request handler of one server of one router.
+
+    Only what is per server lives here: its ``clearContext`` and ``maxCallDepth`` settings and
+    its stats (``rt/<label>/server/<ip>/<port>/...``).  Everything else belongs to the router
+    and is shared by all of its servers: the identifier, the interpreter, the upstream pool,
+    and the client and service policy state (:class:`~linker.routing.policies.RouterPolicies`,
+    which also holds the router's metrics scope and random source).
+
+    Args:
+        now: the clock for latencies, deadlines and policy state (seconds; trio's by default).
+
+    Raises:
+        ValueError: ``policies`` belongs to another router (another config).
+    """
 
     def __init__(
         self,
@@ -233,29 +187,25 @@ class Router:
         identifier: Identifier,
         interpreter: Interpreter,
         pool: UpstreamPool,
-        metrics: Metrics,
+        policies: RouterPolicies,
         *,
-        rng: random.Random | None = None,
         now: Callable[[], float] = trio.current_time,
     ) -> None:
+        if policies.config is not config:
+            raise ValueError(f"router {config.label!r} was given the policies of another router")
         self.config = config
         self.server = server
         self.identifier = identifier
         self.interpreter = interpreter
         self.pool = pool
-        self.metrics = metrics
-        self.rng = rng or random.Random()
+        self.policies = policies
         self.now = now
-        self.scope = metrics.router(config.label)
-        self._clients: dict[Path, _ClientState] = {}
-        self._services: dict[Path, _ServiceState] = {}
-        self._retries: dict[str, RetryPolicy] = {}
-        self.server_scope = self.scope.server(server.ip, server.port)
+        self.server_scope = policies.scope.server(server.ip, server.port)
         self.max_err_bytes = config.max_err_response_kb * 1024
         # Stat handles kept for the hot path (a lookup by name costs string work per request).
         self._srv_requests = self.server_scope.counter("requests")
         self._srv_latency = self.server_scope.histogram("request_latency_ms")
-        self._srv_status: dict[int, Any] = {}
+        self._srv_status: dict[int, Counter] = {}
         # A per-process PRNG for l5d-reqid: a trace id needs uniqueness, not secrecy, and
         # the secrets module costs a getrandom() system call per request.
         self._reqid_rng = random.Random()
@@ -270,113 +220,29 @@ class Router:
         except LinkerError as err:
             status, headers, body = error_response(err, max_err_bytes=self.max_err_bytes)
             srv.counter(f"failures/{type(err).__name__}").incr()
-            self._status_counter(self._srv_status, srv, status).incr()
+            _status_counter(self._srv_status, srv, status).incr()
             self._srv_latency.add((self.now() - started) * 1000)
             return Response(status, headers, bytes_body(body))
         latency = (self.now() - started) * 1000
-        self._status_counter(self._srv_status, srv, response.status).incr()
+        _status_counter(self._srv_status, srv, response.status).incr()
         self._srv_latency.add(latency)
         svc.requests.incr()  # Linkerd: rt/<router>/service/svc/users/...
-        self._status_counter(svc.status, svc.scope, response.status).incr()
+        _status_counter(svc.status, svc.scope, response.status).incr()
         svc.latency.add(latency)
         return response
 
-    @staticmethod
-    def _status_counter(cache: dict[int, Any], scope: Any, status: int) -> Any:
-        klass = status // 100
-        counter = cache.get(klass)
-        if counter is None:
-            counter = cache[klass] = scope.counter(f"status/{klass}XX")
-        return counter
-
-    def _service_state(self, path: Path) -> _ServiceState:
-        state = self._services.get(path)
-        if state is None:
-            if len(self._services) >= MAX_CACHED_NAMES:
-                self._services.clear()
-            service = path.show()
-            scope = self.scope.service(service)
-            total_ms = int(
-                self.config.service_params(path).get("totalTimeoutMs", self.config.total_timeout_ms)
-            )
-            state = self._services[path] = _ServiceState(
-                service,
-                scope.counter("requests"),
-                scope.histogram("request_latency_ms"),
-                scope,
-                total_ms,
-                {},
-            )
-        return state
-
     # -- client policy: balancer + failure accrual + classification + retries ---------------------
-    def _client_state(self, bound: Bound, addr: AddrBound) -> _ClientState:
-        """The balancer of one bound name, fed the current endpoint set (kept across requests
-        so load, latency and accrual state survive; removed endpoints drain)."""
-        key = bound.id
-        known = self._clients.get(key)
-        if known is not None and known.addr is addr:
-            return known  # the hot path: interpreters hand out the same Addr until it changes
-        endpoints = tuple(
-            Endpoint((a.ip, a.port), _endpoint_weight(a.meta), a.meta) for a in addr.sorted_addrs()
-        )
-        if known is None:
-            if len(self._clients) >= MAX_CACHED_NAMES:
-                self._clients.clear()
-            params = self.config.client_params(bound.id)
-            bal = build_balancer(
-                params.get("loadBalancer"),
-                rng=self.rng,
-                accrual_factory=build_accrual_factory(params.get("failureAccrual"), self.rng),
-            )
-            bal.update(endpoints, self.now())
-            id_text = bound.id.show()
-            client = self.scope.client(id_text)
-            for stat in ("size", "available", "removals", "revivals"):
-                client.gauge(f"loadbalancer/{stat}", _stat(bal, stat))
-            self._endpoint_gauges(client, bal)
-            known = self._clients[key] = _ClientState(
-                id_text,
-                addr,
-                endpoints,
-                bal,
-                client.counter("requests"),
-                client.counter("retries"),
-            )
-            return known
-        known.addr = addr
-        if known.endpoints != endpoints:
-            known.balancer.update(endpoints, self.now())
-            known.endpoints = endpoints
-            self._endpoint_gauges(self.scope.client(known.id_text), known.balancer)
-        return known
-
-    @staticmethod
-    def _endpoint_gauges(client: Any, bal: Balancer) -> None:
-        """Per-endpoint load (outstanding, load, ewma) as gauges, sampled at each snapshot."""
-        for name in bal.stats():
-            if name.startswith("endpoint/"):
-                client.gauge(f"loadbalancer/{name}", _stat(bal, name))
-
-    def _retry_policy(self, service: str) -> RetryPolicy:
-        policy = self._retries.get(service)
-        if policy is None:
-            policy = build_retry_policy(self.config.service_params(Path.read(service)), self.rng)
-            self._retries[service] = policy
-            svc = self.scope.service(service)
-            for name in policy.stats():
-                svc.gauge(name, _retry_stat(policy, name))
-        return policy
-
     async def _attempts(
-        self, service: str, dest: Destination, bound: Bound, req: Request, deadline: float
+        self, svc: ServicePolicy, dest: Destination, bound: Bound, req: Request, deadline: float
     ) -> Response:
         """Send ``req``, retrying what the classifier and the budget allow, until ``deadline``."""
-        policy = self._retry_policy(service)
-        policy.record_request(self.now())
+        service = svc.service
+        policy = self.policies.retry_policy(svc)
+        now = self.now()
+        policy.record_request(now)
         addr = dest.addrs.get(bound.id)
         assert isinstance(addr, AddrBound)
-        client = self._client_state(bound, addr)
+        client = self.policies.client(bound.id, addr, now)
         bal = client.balancer
         replayable = req.body.length == 0  # a streamed body is gone once sent: never retried
         attempt = 0
@@ -396,7 +262,7 @@ class Router:
                 resp = await self.pool.request(ep.address, req)
             except (ConnectFailed, UpstreamProtocolError, UpstreamTimeout) as err:
                 bal.release(ep, self.now(), self.now() - started, False)
-                written = not isinstance(err, ConnectFailed)
+                written = not err.retryable  # retryable: it never reached the endpoint
                 cls = policy.classifier.classify_error(req.method, written)
                 retry, delay = policy.should_retry(
                     cls,
@@ -444,7 +310,7 @@ class Router:
                     raise BadDtabHeader(f"Invalid {name.decode()} header: {err}") from None
         return overrides, self.config.dtab + overrides
 
-    async def _route(self, req: Request) -> tuple[Response, _ServiceState]:
+    async def _route(self, req: Request) -> tuple[Response, ServicePolicy]:
         headers = req.headers
         if self.server.clear_context:
             # An untrusted edge must not steer routing or forge context.
@@ -465,7 +331,7 @@ class Router:
                 "found nothing to route by (e.g. no Host header)."
             )
         path = identified.path
-        svc = self._service_state(path)
+        svc = self.policies.service(path)
         service = svc.service
         # The interpreter enforces bindingTimeoutMs itself with a precise message (which
         # namerd, what state); this is only a backstop in case it does not.  (A bare
@@ -485,7 +351,7 @@ class Router:
                 f"Binding {service} timed out after {self.config.binding_timeout_ms} ms "
                 f"(Dtab.local=[{overrides.show()}]); is namerd reachable?"
             )
-        bound = pick_bound(dest, self.rng)
+        bound = pick_bound(dest, self.policies.rng)
         if bound is None:
             raise NoEndpoints(
                 f"No hosts are available for {service}: {_why_no_endpoints(path, dest)}. "
@@ -531,7 +397,7 @@ class Router:
         )
         resp = None
         with trio.CancelScope(deadline=deadline):
-            resp = await self._attempts(service, dest, bound, upstream_req, deadline)
+            resp = await self._attempts(svc, dest, bound, upstream_req, deadline)
         if resp is None:
             why = (
                 f"totalTimeoutMs={total_ms} (retries included)"

@@ -248,3 +248,34 @@ def test_balancer_state_is_in_the_metrics(tmp_path: Path) -> None:
             assert m[prefix + "available"] == 2
             per_endpoint = [k for k in m if k.startswith(prefix + "endpoint/")]
             assert any(k.endswith("/outstanding") for k in per_endpoint), per_endpoint
+
+
+def test_a_router_with_two_servers_has_one_set_of_client_policy(tmp_path: Path) -> None:
+    """Both servers of a router feed one balancer: failures seen through the first server
+    mark the endpoint dead for the second, and the gauges show that one state."""
+    from .namerd_proc import free_ports
+
+    (second_port,) = free_ports(1)
+    with fleet({"status": 500}) as backends:
+        accrual = (
+            "    failureAccrual:\n      kind: io.l5d.consecutiveFailures\n      failures: 3\n"
+            "      backoff:\n        kind: constant\n        ms: 600000\n"
+        )
+        router, namers = router_for(tmp_path, backends, client=accrual)
+        # The second server goes after the first in the router's `servers:` list.
+        with running_linker(
+            tmp_path, f"  - port: {second_port}\n{router}", workers=1, top=namers
+        ) as lk:
+            first = [httpx.get(lk.url, headers={"Host": "app"}) for _ in range(3)]
+            second = httpx.get(f"http://127.0.0.1:{second_port}", headers={"Host": "app"})
+            prefix = "rt/outgoing/client/#/io.l5d.fs/app/loadbalancer/"
+            for _ in range(50):  # gauges are sampled at each snapshot
+                m = lk.metrics()
+                if m.get(prefix + "available") == 0:
+                    break
+                time.sleep(0.1)
+    assert [r.status_code for r in first] == [500] * 3
+    assert second.status_code == 502
+    assert "marked dead by failure accrual" in unquote(second.headers["l5d-err"])
+    assert backends[0].hits.total() == 3  # the second server never sent it a request
+    assert (m[prefix + "size"], m[prefix + "available"]) == (1, 0)

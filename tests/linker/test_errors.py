@@ -20,10 +20,12 @@ from linker.errors import (
     LoopDetected,
     NoEndpoints,
     NoNameIdentified,
+    PoolExhausted,
     RequestLineTooLong,
     RequestTimeout,
     UpstreamProtocolError,
     UpstreamTimeout,
+    VersionNotSupported,
     error_response,
 )
 
@@ -39,11 +41,13 @@ from linker.errors import (
         (RequestTimeout, 408, False),
         (RequestLineTooLong, 414, False),
         (HeadersTooLarge, 431, False),
+        (VersionNotSupported, 505, False),
         (NoEndpoints, 502, False),
         (ConnectFailed, 502, True),
         (UpstreamProtocolError, 502, False),
         (BindingFailed, 502, False),
         (InternalError, 502, False),
+        (PoolExhausted, 503, False),
         (UpstreamTimeout, 503, False),
     ],
 )
@@ -65,6 +69,21 @@ def test_all_exports_every_error() -> None:
         if isinstance(v, type) and v.__module__ == errors.__name__
     }
     assert classes <= set(errors.__all__)
+
+
+def test_the_module_docstring_draws_the_whole_tree() -> None:
+    """The tree at the top of linker/errors.py lists every error with its real status."""
+    drawn = {}
+    for line in (errors.__doc__ or "").splitlines():
+        parts = line.replace("├──", " ").replace("└──", " ").replace("│", " ").split()
+        if len(parts) >= 2 and parts[0] in errors.__all__ and parts[1].isdigit():
+            drawn[parts[0]] = int(parts[1])
+    real = {
+        name: cls.status
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, LinkerError) and cls is not LinkerError
+    }
+    assert drawn == real
 
 
 def test_error_response_shape() -> None:

@@ -1,4 +1,4 @@
-"""linker.fastsocket: trio's stream semantics over real sockets, in straight-line code."""
+"""linker.http.fastsocket: trio's stream semantics over real sockets, in straight-line code."""
 
 from __future__ import annotations
 

@@ -30,11 +30,6 @@ def test_set_replaces_in_place_and_appends_when_missing() -> None:
     assert HEADERS[1] == (b"x-a", b"1")  # never mutated
 
 
-def test_remove() -> None:
-    assert hop.remove(HEADERS, b"X-A") == [(b"host", b"svc"), (b"x-b", b"2")]
-    assert hop.remove(HEADERS, b"missing") == HEADERS
-
-
 def test_strip_hop_by_hop_fixed_list() -> None:
     headers = [
         (b"connection", b"keep-alive"),

@@ -1,7 +1,7 @@
 """The upstream pool against real endpoints on 127.0.0.1: our own server, or raw trio servers
 that misbehave on purpose (garbage, early closes, silence, closing idle connections).
 
-The last test streams 200 MB through the whole data path (client → linker server → pool →
+One test streams 200 MB through the whole data path (client → linker server → pool →
 echo endpoint → back) and checks that memory stays flat: backpressure end to end.
 """
 
@@ -24,34 +24,19 @@ from linker.http import hop
 from linker.http.messages import (
     EMPTY_BODY,
     Body,
+    Handler,
     Request,
     Response,
     bytes_body,
     read_body,
     stream_body,
 )
-from linker.http.server import ServerLimits, serve_listeners
-from linker.http.upstream import PoolLimits, UpstreamPool, _UpstreamConnection
+from linker.http.upstream import PoolLimits, UpstreamPool
+from linker.http.upstream.connection import UpstreamConnection
 
-LOCAL = "127.0.0.1"
-
+from .endpoints import LOCAL, endpoint
 
 # -- endpoints ----------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> AsyncIterator[int]:
-    """Our own server on an ephemeral port, running ``handler``; yields the port."""
-    listeners = await trio.open_tcp_listeners(0, host=LOCAL)
-    port = listeners[0].socket.getsockname()[1]
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        limits = ServerLimits(drain_timeout_s=0.5)
-        await nursery.start(partial(serve_listeners, listeners, handler, limits, shutdown=shutdown))
-        try:
-            yield port
-        finally:
-            shutdown.set()
 
 
 @asynccontextmanager
@@ -304,7 +289,7 @@ async def test_request_failing_on_reused_connection_is_retried_on_a_fresh_one(
 ) -> None:
     # The endpoint closes between our liveness check and our write: simulate by trusting
     # every pooled connection.
-    monkeypatch.setattr(_UpstreamConnection, "looks_dead", lambda self: False)
+    monkeypatch.setattr(UpstreamConnection, "looks_dead", lambda self: False)
     closed = trio.Event()
     pool = UpstreamPool()
     async with raw_endpoint(one_response_then_close(closed)) as port:
@@ -714,3 +699,196 @@ async def test_min_size_keeps_idle_connections_past_the_idle_timeout() -> None:
         stats = pool.stats()
         assert (stats["created"], stats["reused"], stats["expired"]) == (1, 1, 0)
     await pool.aclose()
+
+
+def first_held_until(gate: trio.Event, served: list[str]) -> Handler:
+    """An endpoint that notes each request's target and holds ``/first`` until ``gate``."""
+
+    async def handler(req: Request) -> Response:
+        served.append(req.target)
+        if req.target == "/first":
+            await gate.wait()
+        return Response(200, [], bytes_body(b"ok"))
+
+    return handler
+
+
+async def test_waiters_are_served_in_arrival_order() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+    served: list[str] = []
+
+    async with endpoint(first_held_until(gate, served)) as port:
+
+        async def one(target: str) -> None:
+            resp = await pool.request((LOCAL, port), request(target=target))
+            await read_body(resp.body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, "/first")
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(6):
+                nursery.start_soon(one, f"/{i}")
+                await trio.testing.wait_all_tasks_blocked()  # each one queued before the next
+            assert pool.stats()["waiting"] == 6
+            gate.set()
+        stats = pool.stats()
+    # One connection, handed from each request to the next waiter in the order they came
+    # (waking them all to race for it would serve them in scheduler order).
+    assert served == ["/first", *(f"/{i}" for i in range(6))]
+    assert (stats["created"], stats["reused"], stats["waiting"]) == (1, 0, 0)
+    await pool.aclose()
+
+
+async def test_a_cancelled_waiter_leaves_the_line() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+    served: list[str] = []
+
+    async with endpoint(first_held_until(gate, served)) as port:
+
+        async def one(target: str, scope: trio.CancelScope | None = None) -> None:
+            with scope or trio.CancelScope():
+                resp = await pool.request((LOCAL, port), request(target=target))
+                await read_body(resp.body)
+
+        impatient = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, "/first")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(one, "/impatient", impatient)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(one, "/patient")
+            await trio.testing.wait_all_tasks_blocked()
+            impatient.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert pool.stats()["waiting"] == 1
+            gate.set()
+        stats = pool.stats()
+    assert impatient.cancelled_caught
+    assert served == ["/first", "/patient"]
+    assert (stats["created"], stats["open"], stats["waiting"]) == (1, 1, 0)
+    await pool.aclose()
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+    served: list[str] = []
+    first: list[Response] = []
+
+    async with endpoint(first_held_until(gate, served)) as port:
+
+        async def one(target: str, scope: trio.CancelScope | None = None) -> None:
+            with scope or trio.CancelScope():
+                resp = await pool.request((LOCAL, port), request(target=target))
+                if target == "/first":
+                    first.append(resp)  # its body is read by the test, at the right moment
+                else:
+                    await read_body(resp.body)
+
+        impatient = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            for target, scope in (("/first", None), ("/impatient", impatient), ("/2", None)):
+                nursery.start_soon(one, target, scope)
+                await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert first[0].body.ready()  # type: ignore[attr-defined]  # no I/O left to do
+            # The cancel lands first; then, with no checkpoint between, reading the rest of the
+            # first response releases its connection to the head of the line: the cancelled
+            # waiter, which must pass it on to the next one rather than drop it.
+            impatient.cancel()
+            assert await read_body(first[0].body) == b"ok"
+        stats = pool.stats()
+    assert impatient.cancelled_caught
+    assert served == ["/first", "/2"]
+    assert (stats["created"], stats["closed"], stats["waiting"]) == (1, 0, 0)
+    await pool.aclose()
+
+
+async def test_a_failed_connect_passes_its_slot_to_the_next_waiter() -> None:
+    """maxSize 1 and nothing listening: each queued request gets its turn to connect (and
+    fail) rather than waiting forever for a slot nobody frees."""
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    port = refused_port()
+    failures: list[str] = []
+
+    async def one() -> None:
+        with pytest.raises(ConnectFailed) as info:
+            await pool.request((LOCAL, port), request())
+        failures.append(str(info.value))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(one)
+    assert len(failures) == 4
+    assert (pool.stats()["connect_failed"], pool.stats()["open"]) == (4, 0)
+    await pool.aclose()
+
+
+async def test_aclose_fails_the_waiters() -> None:
+    pool = UpstreamPool(PoolLimits(max_per_host=1))
+    gate = trio.Event()
+
+    async def held(req: Request) -> Response:
+        await gate.wait()
+        return Response(200, [], bytes_body(b"ok"))
+
+    async with endpoint(held) as port:
+
+        async def first() -> None:
+            with pytest.raises(UpstreamProtocolError):  # its connection was closed under it
+                await pool.request((LOCAL, port), request())
+
+        async def waiter() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await pool.request((LOCAL, port), request())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            await pool.aclose()
+            gate.set()
+
+
+async def test_aclose_closes_every_connection_even_when_cancelled() -> None:
+    """A worker closes its pools while its nursery is being cancelled: a cancel delivered
+    after the first close must not leave the other connections open."""
+    closed = 0
+    arrived = 0
+    both_in = trio.Event()
+    both_closed = trio.Event()
+
+    async def answer_then_wait_for_eof(stream: trio.SocketStream) -> None:
+        nonlocal closed, arrived
+        await read_head(stream)
+        arrived += 1
+        if arrived == 2:
+            both_in.set()
+        await both_in.wait()  # so the two requests hold two connections at once
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        while await stream.receive_some():
+            pass
+        closed += 1
+        if closed == 2:
+            both_closed.set()
+
+    pool = UpstreamPool()
+    async with raw_endpoint(answer_then_wait_for_eof) as port:
+
+        async def one() -> None:
+            await read_body((await pool.request((LOCAL, port), request())).body)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one)
+            nursery.start_soon(one)
+        assert pool.stats()["idle"] == 2
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await pool.aclose()
+        with trio.fail_after(5):
+            await both_closed.wait()
+    assert pool.stats()["closed"] == 2

@@ -1,10 +1,9 @@
-"""Linkerd's HTTP response classifiers: every kind x method x status x header x error."""
+"""Linkerd's HTTP response classifiers: every kind x method x status x header, and errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from linker.errors import ConnectFailed, UpstreamProtocolError
 from linker.policy.classify import (
     DEFAULT_CLASSIFIER_KIND,
     KINDS,
@@ -48,9 +47,9 @@ def test_kinds_are_linkerds_and_the_default_is_non_retryable() -> None:
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("status", [100, 200, 204, 301, 304, 400, 404, 429, 499, 600])
 def test_non_5xx_is_success_for_every_kind_and_method(kind: str, method: str, status: int) -> None:
-    assert classify(kind, method, status, None, None) is S
+    assert classify(kind, method, status, None) is S
     # l5d-retryable on a response that did not fail does not make it a failure
-    assert classify(kind, method, status, RETRYABLE_HEADER, None) is S
+    assert classify(kind, method, status, RETRYABLE_HEADER) is S
 
 
 @pytest.mark.parametrize("kind", sorted(RETRYABLE_BY_KIND))
@@ -58,15 +57,15 @@ def test_non_5xx_is_success_for_every_kind_and_method(kind: str, method: str, st
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 599])
 def test_5xx_is_retryable_only_for_the_kinds_methods(kind: str, method: str, status: int) -> None:
     expected = R if method in RETRYABLE_BY_KIND[kind] else N
-    assert classify(kind, method, status, None, None) is expected
-    assert classify(kind, method, status, [], None) is expected
-    assert classify(kind, method, status, [(b"l5d-retryable", b"false")], None) is expected
+    assert classify(kind, method, status, None) is expected
+    assert classify(kind, method, status, []) is expected
+    assert classify(kind, method, status, [(b"l5d-retryable", b"false")]) is expected
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("status", [500, 503])
 def test_all_successful_never_fails_a_response(method: str, status: int) -> None:
-    assert classify(ALL_SUCCESSFUL, method, status, None, None) is S
+    assert classify(ALL_SUCCESSFUL, method, status, None) is S
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -83,18 +82,18 @@ def test_l5d_retryable_header_makes_a_5xx_retryable_for_every_kind_and_method(
     kind: str, method: str, header: tuple[bytes, bytes]
 ) -> None:
     headers = [(b"content-type", b"text/plain"), header]
-    assert classify(kind, method, 502, headers, None) is R
+    assert classify(kind, method, 502, headers) is R
 
 
 @pytest.mark.parametrize("value", [b"false", b"yes", b"1", b"", b"truee"])
 def test_other_l5d_retryable_values_are_ignored(value: bytes) -> None:
-    assert classify(NON_RETRYABLE, "GET", 502, [(b"l5d-retryable", value)], None) is N
+    assert classify(NON_RETRYABLE, "GET", 502, [(b"l5d-retryable", value)]) is N
 
 
 def test_methods_are_case_sensitive_and_may_be_bytes() -> None:
-    assert classify(READ, "get", 500, None, None) is N
-    assert classify(READ, b"GET", 500, None, None) is R
-    assert classify(READ, b"POST", 500, None, None) is N
+    assert classify(READ, "get", 500) is N
+    assert classify(READ, b"GET", 500) is R
+    assert classify(READ, b"POST", 500) is N
     assert classify_error(READ, b"GET", written=True) is R
 
 
@@ -102,50 +101,27 @@ def test_methods_are_case_sensitive_and_may_be_bytes() -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_an_error_before_write_is_always_retryable(kind: str, method: str) -> None:
     assert classify_error(kind, method, written=False) is R
-    assert classify(kind, method, None, None, ConnectionRefusedError()) is R
-    # the linker's own "could not connect" error says the request never left
-    assert classify(kind, method, None, None, ConnectFailed("connect refused")) is R
 
 
 @pytest.mark.parametrize("kind", sorted(RETRYABLE_BY_KIND))
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize(
-    "error", [ConnectionResetError(), TimeoutError(), UpstreamProtocolError("closed early")]
-)
 def test_an_error_after_write_is_retryable_only_for_the_kinds_methods(
-    kind: str, method: str, error: BaseException
+    kind: str, method: str
 ) -> None:
     expected = R if method in RETRYABLE_BY_KIND[kind] else N
     assert classify_error(kind, method, written=True) is expected
-    assert classify(kind, method, None, None, error) is expected
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_all_successful_fails_a_written_error_without_retrying(method: str) -> None:
     assert classify_error(ALL_SUCCESSFUL, method, written=True) is N
-    assert classify(ALL_SUCCESSFUL, method, None, None, ConnectionResetError()) is N
-
-
-def test_a_response_wins_over_an_error() -> None:
-    assert classify(READ, "GET", 200, None, ConnectionResetError()) is S
-
-
-def test_neither_status_nor_error_is_a_caller_bug() -> None:
-    with pytest.raises(ValueError, match="neither"):
-        classify(READ, "GET", None, None, None)
 
 
 def test_unknown_kind_is_named() -> None:
     with pytest.raises(ValueError, match=r"'io\.l5d\.http\.bogus'.*known: io\.l5d"):
-        classify("io.l5d.http.bogus", "GET", 500, None, None)
+        classify("io.l5d.http.bogus", "GET", 500)
     with pytest.raises(ValueError, match="bogus"):
         classify_error("bogus", "GET", written=False)
-
-
-def test_is_failure() -> None:
-    assert not S.is_failure
-    assert R.is_failure
-    assert N.is_failure
 
 
 # --- build_classifier -------------------------------------------------------------------------
@@ -157,8 +133,8 @@ def test_build_classifier_defaults_and_kinds() -> None:
     c = build_classifier({"kind": READ})
     assert c.kind == READ
     assert c("GET", 503) is R
-    assert c("POST", 503, None, None) is N
-    assert c("POST", None, None, ConnectionRefusedError()) is R
+    assert c("POST", 503, None) is N
+    assert c.classify_error("POST", written=False) is R
     assert c.classify_error("PUT", written=True) is N
 
 
