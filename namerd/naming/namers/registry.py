@@ -66,7 +66,6 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from namerd.aio import reconnect_delay_s
-from namerd.naming.namers._pubsub import UNAVAILABLE_ERRORS, ChannelFeed, text
 from namerd.naming.namers.base import (
     Namer,
     NamerConfigError,
@@ -77,6 +76,8 @@ from namerd.naming.namers.base import (
     config_interval_s,
 )
 from namerd.naming.namers.inet import parse_ip
+from namerd.storage.connection import UNAVAILABLE_ERRORS, text
+from namerd.storage.pubsub import ChannelFeed
 from shared import ADDR_NEG, NEG, Addr, AddrBound, Address, Bound, Leaf, NameTree, Path
 from shared.path import show_label
 
