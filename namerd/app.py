@@ -20,7 +20,7 @@ import falcon.asgi
 
 from namerd.config import NamerdConfig
 from namerd.http.admin import build_admin_app
-from namerd.http.api import add_api_routes
+from namerd.http.routes import add_api_routes
 from namerd.metrics import SNAPSHOT_INTERVAL_S
 from namerd.runtime import Runtime
 
@@ -104,7 +104,7 @@ class NamerdASGI:
             return
         if kind != "http":
             return
-        # Watch streams need receive() to notice a client that goes away (streams.py).
+        # Watch streams need receive() to notice a client that goes away (namerd.http.streaming).
         scope["namerd.receive"] = receive
         server = scope.get("server")
         port = server[1] if server else None
