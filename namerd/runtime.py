@@ -46,12 +46,14 @@ _parsed: OrderedDict[tuple[str, int], ParsedDtab] = OrderedDict()
 
 
 def parse_stored(namespace: str, value: VersionedDtab | None) -> ParsedDtab | None:
-    """Parse a stored dtab, memoised by (namespace, version): a version's text never changes."""
+    """Parse a stored dtab, memoised by (namespace, version): a version's text never changes
+    within one store. The text is compared on a hit all the same, because the memo is per
+    process and a process may hold stores of several Redis servers (tests do)."""
     if value is None:
         return None
     key = (namespace, value.version)
     hit = _parsed.get(key)
-    if hit is not None:
+    if hit is not None and hit.text == value.dtab:
         _parsed.move_to_end(key)
         return hit
     try:
