@@ -18,6 +18,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from namerd.aio import cancel_and_wait
 from namerd.config import NamerdConfig
 from namerd.http.admin import build_admin_app
 from namerd.http.routes import add_api_routes
@@ -141,11 +142,9 @@ class NamerdASGI:
 
     async def shutdown(self) -> None:
         """Stop streams and release every resource."""
-        for task in (self._snapshots, self._probe):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # cancel_and_wait, not cancel() and await: the probe's wait_for(ping) can swallow a
+        # cancel while Redis is down (CPython bpo-42130), and shutdown would then hang.
+        await cancel_and_wait(t for t in (self._snapshots, self._probe) if t is not None)
         if self.runtime is not None:
             await self.runtime.aclose()
         if self.run_dir:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from namerd.aio import cancel_and_wait
 from namerd.config import NamerdConfig
 from namerd.errors import StorageError
 from namerd.metrics import Metrics
@@ -103,9 +104,7 @@ class DtabCache:
                 task = self._tasks.pop(namespace)
                 self._ready.pop(namespace, None)
                 self._values.pop(namespace, None)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait([task])
 
     def current(self, namespace: str) -> VersionedDtab | None:
         """The latest value seen for a namespace in use (None while it does not exist)."""
@@ -124,11 +123,7 @@ class DtabCache:
         """Stop every watch."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(tasks)
 
 
 class Runtime:
