@@ -42,7 +42,6 @@ from namerd.http.resource import (
     parse_path_param,
     truthy,
 )
-from namerd.runtime import parse_stored
 from shared import (
     ADDR_PENDING,
     Addr,
@@ -88,11 +87,9 @@ class Bind(Resource):
             return json_line(bound_tree_to_json(tree, interp.addr_of))
 
         if truthy(req, "watch"):
-            cache = self.rt.dtabs
 
             async def render_watch() -> str | None:
-                parsed = parse_stored(ns, cache.current(ns))
-                return render_tree(parsed.dtab if parsed is not None else Dtab.empty())
+                return render_tree(self.live(ns))
 
             self.stream(req, resp, render_watch, namespace=ns)
             return
@@ -159,11 +156,9 @@ class Resolve(Resource):
                 return AddrFailed(str(err))
 
         if truthy(req, "watch"):
-            cache = self.rt.dtabs
 
             async def render() -> str | None:
-                parsed = parse_stored(ns, cache.current(ns))
-                return _addr_line(resolve(parsed.dtab if parsed is not None else Dtab.empty()))
+                return _addr_line(resolve(self.live(ns)))
 
             self.stream(req, resp, render, namespace=ns)
             return

@@ -28,7 +28,7 @@ import falcon.asgi
 
 from namerd.http.problems import TEXT, HTTPProblem, unparsable
 from namerd.http.streaming import respond_with_stream
-from namerd.runtime import Runtime
+from namerd.runtime import Runtime, parse_stored
 from namerd.storage.store import validate_namespace
 from shared import Dtab, DtabParseError, Path
 from shared.wire import encode
@@ -142,6 +142,11 @@ class Resource:
     async def stored(self, ns: str) -> Dtab:
         """The stored dtab of ``ns``; empty if the namespace does not exist."""
         parsed = await self.rt.dtab(ns)
+        return parsed.dtab if parsed is not None else Dtab.empty()
+
+    def live(self, ns: str) -> Dtab:
+        """The dtab of ``ns`` in use by a stream (``rt.dtabs``); empty while it does not exist."""
+        parsed = parse_stored(ns, self.rt.dtabs.current(ns))
         return parsed.dtab if parsed is not None else Dtab.empty()
 
     async def settle(

@@ -58,6 +58,11 @@ __all__ = ["ChannelFeed", "PubSubReader", "Signal"]
 log = logging.getLogger(__name__)
 
 
+def _check_timing(reconnect_min_s: float, reconnect_max_s: float, ping_interval_s: float) -> None:
+    if not 0 < reconnect_min_s <= reconnect_max_s or ping_interval_s <= 0:
+        raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s and ping_interval_s > 0")
+
+
 class Signal:
     """A broadcast wake-up: every task waiting when ``fire()`` is called wakes up.
 
@@ -107,8 +112,7 @@ class PubSubReader:
         reconnect_max_s: float,
         ping_interval_s: float,
     ) -> None:
-        if not 0 < reconnect_min_s <= reconnect_max_s or ping_interval_s <= 0:
-            raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s and ping_interval_s > 0")
+        _check_timing(reconnect_min_s, reconnect_max_s, ping_interval_s)
         self._make_connection = make_connection
         self._on_message = on_message
         self._on_subscribed = on_subscribed
@@ -352,8 +356,7 @@ class ChannelFeed:
         reconnect_max_s: float = 2.0,
         ping_interval_s: float = 15.0,
     ) -> None:
-        if not 0 < reconnect_min_s <= reconnect_max_s or ping_interval_s <= 0:
-            raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s and ping_interval_s > 0")
+        _check_timing(reconnect_min_s, reconnect_max_s, ping_interval_s)
         self.channel = channel
         self.name = name
         self.reconnect_min_s = reconnect_min_s

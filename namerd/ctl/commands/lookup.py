@@ -11,18 +11,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import httpx
 
 from namerd.ctl.client import JSON, Client, lookup_params, ns_path
 from namerd.ctl.commands import out
 from namerd.ctl.errors import CtlError, UsageError, first_line
-from namerd.ctl.render import glyphs, render_bound, render_delegate, show_address
-from shared import AddrBound, AddrFailed, AddrNeg, Dtab, DtabParseError, Path, WireFormatError
+from namerd.ctl.render import Glyphs, glyphs, render_bound, render_delegate, show_address
+from shared import (
+    Addr,
+    AddrBound,
+    AddrFailed,
+    AddrNeg,
+    Dtab,
+    DtabParseError,
+    Path,
+    WireFormatError,
+)
 from shared.wire import addr_from_json, bound_tree_from_json, delegate_tree_from_json
 
 __all__ = ["cmd_bind", "cmd_delegate", "cmd_resolve"]
+
+T = TypeVar("T")
 
 #: Delegation trees of looping dtabs are ~100 levels deep; decoding them recurses.
 _RECURSION_LIMIT = 10000
@@ -64,36 +76,38 @@ def _print_raw_json(resp: httpx.Response) -> None:
     out(resp.text.rstrip("\n"))
 
 
-def cmd_delegate(client: Client, args: argparse.Namespace) -> int:
-    resp = _lookup(client, "delegate", args)
+def _draw(
+    client: Client,
+    args: argparse.Namespace,
+    kind: str,
+    decode: Callable[[Any], tuple[T, Mapping[Path, Addr]]],
+    draw: Callable[[T, Mapping[Path, Addr], Glyphs], list[str]],
+    what: str,
+) -> int:
+    """Look up, then print namerd's JSON (``--json``) or draw the decoded tree."""
+    resp = _lookup(client, kind, args)
     with _deep_recursion():
         value = client.json(resp)
         if args.json:
             _print_raw_json(resp)
             return 0
         try:
-            tree, addrs = delegate_tree_from_json(value)
+            tree, addrs = decode(value)
         except WireFormatError as err:
-            raise CtlError(f"unexpected response from namerd: not a delegate tree: {err}") from None
-        for line in render_delegate(tree, addrs, glyphs()):
+            raise CtlError(f"unexpected response from namerd: not a {what}: {err}") from None
+        for line in draw(tree, addrs, glyphs()):
             out(line)
     return 0
+
+
+def cmd_delegate(client: Client, args: argparse.Namespace) -> int:
+    return _draw(
+        client, args, "delegate", delegate_tree_from_json, render_delegate, "delegate tree"
+    )
 
 
 def cmd_bind(client: Client, args: argparse.Namespace) -> int:
-    resp = _lookup(client, "bind", args)
-    with _deep_recursion():
-        value = client.json(resp)
-        if args.json:
-            _print_raw_json(resp)
-            return 0
-        try:
-            tree, addrs = bound_tree_from_json(value)
-        except WireFormatError as err:
-            raise CtlError(f"unexpected response from namerd: not a bound tree: {err}") from None
-        for line in render_bound(tree, addrs, glyphs()):
-            out(line)
-    return 0
+    return _draw(client, args, "bind", bound_tree_from_json, render_bound, "bound tree")
 
 
 def cmd_resolve(client: Client, args: argparse.Namespace) -> int:
