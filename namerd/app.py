@@ -18,9 +18,10 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from namerd.aio import cancel_and_wait
 from namerd.config import NamerdConfig
 from namerd.http.admin import build_admin_app
-from namerd.http.api import add_api_routes
+from namerd.http.routes import add_api_routes
 from namerd.metrics import SNAPSHOT_INTERVAL_S
 from namerd.runtime import Runtime
 
@@ -104,7 +105,7 @@ class NamerdASGI:
             return
         if kind != "http":
             return
-        # Watch streams need receive() to notice a client that goes away (streams.py).
+        # Watch streams need receive() to notice a client that goes away (namerd.http.streaming).
         scope["namerd.receive"] = receive
         server = scope.get("server")
         port = server[1] if server else None
@@ -141,11 +142,9 @@ class NamerdASGI:
 
     async def shutdown(self) -> None:
         """Stop streams and release every resource."""
-        for task in (self._snapshots, self._probe):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # cancel_and_wait, not cancel() and await: the probe's wait_for(ping) can swallow a
+        # cancel while Redis is down (CPython bpo-42130), and shutdown would then hang.
+        await cancel_and_wait(t for t in (self._snapshots, self._probe) if t is not None)
         if self.runtime is not None:
             await self.runtime.aclose()
         if self.run_dir:

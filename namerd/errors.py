@@ -109,7 +109,7 @@ class VersionMismatch(StorageError):
 
 
 class InvalidNamespace(StorageError):
-    """The namespace name breaks the naming rule (see ``namerd.store.NAMESPACE_PATTERN``)."""
+    """The namespace name breaks the rule of ``namerd.storage.store.NAMESPACE_PATTERN``."""
 
     default_http_status = 400
 

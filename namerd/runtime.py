@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from namerd.aio import cancel_and_wait
 from namerd.config import NamerdConfig
 from namerd.errors import StorageError
 from namerd.metrics import Metrics
@@ -46,12 +47,14 @@ _parsed: OrderedDict[tuple[str, int], ParsedDtab] = OrderedDict()
 
 
 def parse_stored(namespace: str, value: VersionedDtab | None) -> ParsedDtab | None:
-    """Parse a stored dtab, memoised by (namespace, version): a version's text never changes."""
+    """Parse a stored dtab, memoised by (namespace, version): a version's text never changes
+    within one store. The text is compared on a hit all the same, because the memo is per
+    process and a process may hold stores of several Redis servers (tests do)."""
     if value is None:
         return None
     key = (namespace, value.version)
     hit = _parsed.get(key)
-    if hit is not None:
+    if hit is not None and hit.text == value.dtab:
         _parsed.move_to_end(key)
         return hit
     try:
@@ -101,9 +104,7 @@ class DtabCache:
                 task = self._tasks.pop(namespace)
                 self._ready.pop(namespace, None)
                 self._values.pop(namespace, None)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait([task])
 
     def current(self, namespace: str) -> VersionedDtab | None:
         """The latest value seen for a namespace in use (None while it does not exist)."""
@@ -122,11 +123,7 @@ class DtabCache:
         """Stop every watch."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(tasks)
 
 
 class Runtime:

@@ -108,7 +108,9 @@ class Index:
         )
 
 
-def build_admin_app(ref: Callable[[], Runtime], run_dir: str | None) -> falcon.asgi.App:
+def build_admin_app(
+    ref: Callable[[], Runtime], run_dir: str | None
+) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     """The admin ASGI app; ``ref`` returns the worker's Runtime."""
     app = falcon.asgi.App()
     app.add_route("/admin/ping", Ping())

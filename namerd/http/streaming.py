@@ -1,28 +1,40 @@
 """``watch=1`` responses: chunked ``value + "\\n"`` lines, current value first, repeats dropped.
 
-Better than namerd (namerd-api.md §2.11) in three ways:
+Better than namerd in three ways:
 
 * the stream notices at once when its client goes away (it listens for the ASGI
   ``http.disconnect`` event instead of waiting for the next failed write), so its Redis
   subscription and tasks are released immediately;
-* an idle stream gets a bare ``\\n`` every ``watchHeartbeatMs`` so proxies and NATs keep it
-  open (JSON stream parsers treat it as whitespace, like Linkerd's own client does);
-* a render failure is sent as a value in the stream's own JSON vocabulary (see ``api.py``)
-  and the stream stays open and recovers, instead of a plain-text line and a close.
+* an idle stream gets a bare ``\\n`` every ``limits.watchHeartbeatMs`` so proxies and NATs keep
+  it open (JSON stream parsers treat it as whitespace, like Linkerd's own client does);
+* a failed lookup (a looping dtab, a failing namer) is sent as a value in the stream's own JSON
+  vocabulary (each resource's ``render`` does that, see ``namerd.http.lookups``), and the
+  stream stays open and recovers, instead of a plain-text line and a close.
 
-On shutdown (SIGTERM) every stream ends cleanly with the terminating chunk.
+A stream re-renders whenever the worker's Notifier fires: a namer's addresses changed, or a
+dtab the stream uses changed (``namespace=`` keeps that namespace live in the Runtime's
+DtabCache while the stream runs; ``follow=`` runs a task that notifies, e.g. a store watch of
+the namespace list). On shutdown (SIGTERM) every stream ends cleanly with the terminating
+chunk, and a draining worker refuses new streams with 503 so that clients reconnect to
+another replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from namerd.naming.namers.base import Notifier
+import falcon
+import falcon.asgi
 
-__all__ = ["watch_stream"]
+from namerd.aio import cancel_and_wait
+from namerd.http.problems import HTTPProblem
+from namerd.naming.namers.base import Notifier
+from namerd.runtime import Runtime
+
+__all__ = ["respond_with_stream", "watch_stream"]
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -79,3 +91,59 @@ async def watch_stream(
                     await task
         if on_close is not None:
             await on_close()
+
+
+def respond_with_stream(
+    rt: Runtime,
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response,
+    render: Callable[[], Awaitable[str | None]],
+    *,
+    namespace: str | None = None,
+    content_type: str,
+    follow: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Make ``resp`` a 200 watch stream of ``render()``; 503 if the worker is shutting down.
+
+    ``namespace`` keeps that dtab live in ``rt.dtabs`` while the stream runs; ``follow`` is
+    run as a task for the stream's lifetime (it notifies the Notifier on changes of its own).
+    """
+    receive = req.scope.get("namerd.receive")
+    if receive is None:  # not behind NamerdASGI (e.g. a test client): never "disconnects"
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+    metrics = rt.metrics
+    if rt.shutdown.is_set():
+        # A draining replica must not start long-lived streams: a client that reconnects
+        # here just after we ended its stream would get whatever we render while shutting
+        # down. 503 makes it retry (linkers keep their last-known state on a 5xx).
+        raise HTTPProblem(503, "namerd is shutting down; retry (or use another replica).\n")
+
+    async def body() -> AsyncIterator[bytes]:
+        metrics.add("watches/open", 1)
+        follower: asyncio.Task[None] | None = None
+        if follow is not None:
+            follower = asyncio.create_task(follow())
+        # A namespace-bound stream keeps that dtab live in the cache while it runs.
+        live = rt.dtabs.using(namespace) if namespace is not None else contextlib.nullcontext()
+        try:
+            async with live:
+                async for chunk in watch_stream(
+                    render,
+                    notifier=rt.notifier,
+                    receive=receive,
+                    heartbeat_s=rt.config.limits.watch_heartbeat_ms / 1000,
+                    shutdown=rt.shutdown,
+                ):
+                    yield chunk
+        finally:
+            metrics.add("watches/open", -1)
+            if follower is not None:
+                await cancel_and_wait([follower])
+
+    resp.status = falcon.HTTP_200
+    resp.content_type = content_type
+    resp.stream = body()

@@ -33,8 +33,9 @@ from typing import Final
 import redis.asyncio as aioredis
 
 from namerd.aio import cancel_and_wait, reconnect_delay_s
-from namerd.naming.namers._pubsub import UNAVAILABLE_ERRORS, ChannelFeed, text
 from namerd.naming.namers.base import NamerUnavailable, Notifier
+from namerd.storage.connection import UNAVAILABLE_ERRORS, text
+from namerd.storage.pubsub import ChannelFeed
 from shared import ADDR_PENDING, Addr, Path
 from shared.wire import WireFormatError, addr_from_json, addr_to_json, encode
 

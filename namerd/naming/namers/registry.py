@@ -66,7 +66,6 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from namerd.aio import reconnect_delay_s
-from namerd.naming.namers._pubsub import UNAVAILABLE_ERRORS, ChannelFeed, text
 from namerd.naming.namers.base import (
     Namer,
     NamerConfigError,
@@ -76,6 +75,8 @@ from namerd.naming.namers.base import (
     NotRegistered,
     config_interval_s,
 )
+from namerd.storage.connection import UNAVAILABLE_ERRORS, text
+from namerd.storage.pubsub import ChannelFeed
 from shared import ADDR_NEG, NEG, Addr, AddrBound, Address, Bound, Leaf, NameTree, Path
 from shared.addr import WEIGHT_META_KEY, parse_weight
 from shared.fsformat import parse_ip

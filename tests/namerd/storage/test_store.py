@@ -29,7 +29,8 @@ from namerd.errors import (
     VersionMismatch,
 )
 from namerd.storage.embedded_redis import EmbeddedRedis
-from namerd.storage.store import RedisDtabStore, VersionedDtab, Watch, validate_namespace
+from namerd.storage.store import RedisDtabStore, VersionedDtab, validate_namespace
+from namerd.storage.watches import Watch
 
 T = TypeVar("T")
 

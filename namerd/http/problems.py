@@ -1,0 +1,101 @@
+"""Where errors become HTTP responses: the one place the API maps exceptions to statuses.
+
+Resources raise; they never build error responses themselves. Three kinds of error reach the
+handlers installed by :func:`add_error_handlers`:
+
+* :class:`HTTPProblem`, an API-level error with its status, plain-text body and headers
+  (namerd's error bodies are plain text). A dtab or path that does not parse becomes one here,
+  through :func:`unparsable`: namerd's message line, then a caret diagram of where the problem
+  is (``DtabParseError.render``);
+* any other :class:`~namerd.errors.NamerdError` (mostly storage errors), answered with its
+  ``http_status`` hint: 400 invalid namespace, 404 missing, 409 exists, 412 version mismatch,
+  503 Redis unavailable (the body then says reads serve the last-known state), 500 otherwise.
+  5xx storage errors count in the ``store/errors`` metric;
+* anything else is a bug: logged with its traceback and answered 500.
+
+namerd answers unknown routes, and methods a route does not have, with 404 and an empty body;
+so do we.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from namerd.errors import NamerdError, StorageError
+from shared import DtabParseError
+
+__all__ = ["TEXT", "HTTPProblem", "add_error_handlers", "unparsable"]
+
+log = logging.getLogger("namerd")
+
+TEXT = "text/plain"
+
+
+class HTTPProblem(NamerdError):
+    """An API-level error with a plain-text body (namerd's error bodies are plain text)."""
+
+    def __init__(self, status: int, message: str = "", headers: dict[str, str] | None = None):
+        super().__init__(message, http_status=status)
+        self.body = message
+        self.headers = headers or {}
+
+
+def unparsable(err: DtabParseError, headline: str = "", *, diagram: bool = True) -> HTTPProblem:
+    """400 for input that does not parse: ``headline`` (default: the parser's message), then
+    the caret diagram unless ``diagram`` is false."""
+    body = f"{headline or err}\n"
+    if diagram:
+        body += f"{err.render()}\n"
+    return HTTPProblem(400, body)
+
+
+async def _problem(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
+) -> None:
+    status = getattr(err, "http_status", 500)
+    rt = getattr(req.context, "runtime", None)
+    if isinstance(err, StorageError) and status >= 500 and rt is not None:
+        rt.metrics.inc("store/errors")
+    resp.status = falcon.code_to_http_status(status)
+    resp.content_type = TEXT
+    if isinstance(err, HTTPProblem):
+        for k, v in err.headers.items():
+            resp.set_header(k, v)
+        resp.text = err.body
+        return
+    message = str(err)
+    if isinstance(err, StorageError) and status == 503:
+        message = (
+            f"Storage is unavailable: {message}. "
+            "Reads serve the last-known state; retry writes later."
+        )
+    resp.text = message + "\n" if message else ""
+
+
+async def _unexpected(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
+) -> None:
+    log.exception("unexpected error serving %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.content_type = TEXT
+    resp.text = f"Internal error: {type(err).__name__}: {err}. This is a namerd bug; see its log.\n"
+
+
+async def _empty_404(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
+) -> None:
+    resp.status = falcon.HTTP_404
+    resp.content_type = TEXT
+    resp.text = ""
+
+
+def add_error_handlers(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]) -> None:
+    """Install the handlers; Falcon picks the most specific one for each exception."""
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(NamerdError, _problem)
+    app.add_error_handler(falcon.HTTPNotFound, _empty_404)
+    app.add_error_handler(falcon.HTTPMethodNotAllowed, _empty_404)
