@@ -16,7 +16,10 @@ What it does (reference namerd-api.md §5, and where we differ, why):
 * **Seeding.** namerd puts each leaf's addr inline in the bind tree. Linkerd ignores it and
   waits for its own addr watch; we use it as the addr watch's first value when that watch has
   none yet, so a cold name costs one round trip instead of two. The addr watch's own values
-  replace it as they arrive.
+  replace it as they arrive, and they can be older: namerd's workers (and replicas) each see
+  a namer change on their own, so a new ``io.l5d.fs`` service can be bound by the worker
+  serving the bind stream and still ``neg`` on the one serving the addr stream, until that
+  one's next poll (bound, neg, bound). Only the end state is promised.
 * **Last-known state.** A value stays until namerd sends another one: a closed stream, a
   refused connection or a namerd restart keeps it (Linkerd's behaviour; no expiry).
   Reconnected streams start with namerd's *current* value, so changes made while we were away
