@@ -11,7 +11,7 @@
 
 Each class has an ``http_status`` hint, as h11 gives its errors an ``error_status_hint``. The
 storage layer knows nothing about HTTP. The hint only records the status that namerd's HTTP API
-answers with (namerd-api.md §2.3), so the API layer can map every storage error in one place.
+answers with (docs/namerd-api.md, Dtabs), so the API layer can map every storage error in one place.
 HTTP-level errors are added to this tree by the API layer.
 """
 

@@ -1,4 +1,4 @@
-"""JSON codecs for namerd's HTTP API shapes (reference: namerd-api.md §2.10).
+"""JSON codecs for namerd's HTTP API shapes (docs/namerd-api.md, JSON shapes).
 
 ``*_to_json`` build plain dicts/lists in namerd's field order (``type`` first, absent fields
 left out); :func:`encode` renders them compactly, byte for byte as namerd's Jackson does for the

@@ -3,13 +3,13 @@
 A :class:`Destination` is the bound tree (``shared.NameTree[Bound]``: leaves, weighted unions,
 ``~``/``!``/``$``) and the addresses of every bound id in it; the router picks an endpoint
 from it. Two interpreters, chosen by the router's ``interpreter`` config as in Linkerd
-(linkerd-features.md §1.5):
+(docs/linkerd-compat.md, Interpreters):
 
 ``io.l5d.namerd.http`` (:class:`NamerdHttpInterpreter`)
     namerd binds. Each distinct (path, local dtab) is one bind watch and each bound id one addr
     watch, shared by every request of the worker (see ``namerd_client.py``). The local dtab
     (the router's ``dtab`` plus the request's ``l5d-ctx-dtab``/``l5d-dtab`` overrides) is sent
-    as namerd's ``dtab`` parameter, so namerd binds ``stored ++ local`` (dtab-semantics.md §8).
+    as namerd's ``dtab`` parameter, so namerd binds ``stored ++ local`` (docs/dtabs.md).
     The last-known state is served while namerd is away.
 
 ``default`` (:class:`DefaultInterpreter`)

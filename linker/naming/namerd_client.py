@@ -1,6 +1,6 @@
 """The ``io.l5d.namerd.http`` interpreter's transport: namerd watch streams over trio + h11.
 
-What it does (reference namerd-api.md §5, and where we differ, why):
+What it does (docs/linkerd-compat.md, Interpreters; and where we differ, why):
 
 * **Watches.** ``GET /api/1/bind/<ns>?path=<p>&dtab=<local dtab>&watch=1`` per distinct
   (path, local dtab) and ``GET /api/1/addr/<ns>?path=<id>&watch=1`` per bound id seen in any

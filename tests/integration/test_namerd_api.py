@@ -1,4 +1,4 @@
-"""namerd's HTTP API against a real process: every case of namerd-api.md §2 we serve.
+"""namerd's HTTP API against a real process: every case of docs/namerd-api.md we serve.
 
 One namerd (gunicorn, 2 uvicorn workers, embedded redis-server, io.l5d.fs namer) serves the
 module; each test uses its own namespace names so tests stay independent.

@@ -1,6 +1,6 @@
-"""Spec §9 (dtab-semantics.md): the delegation explanation tree and its JSON.
+"""docs/dtabs.md, Delegation: the delegation explanation tree and its JSON.
 
-Also the ``/yeezy`` examples of namerd-api.md §2.8. Trees are produced with
+Also namerd's ``/yeezy`` examples (docs/namerd-api.md, Delegate). Trees are produced with
 ``shared.delegate`` and rendered with ``shared.wire.delegate_tree_to_json``.
 """
 
@@ -158,7 +158,7 @@ def test_delegate_api_handler_example_through_dtab_show() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# namerd-api.md §2.8: /yeezy
+# namerd's delegate examples (docs/namerd-api.md, Delegate): /yeezy
 # ---------------------------------------------------------------------------------------------
 
 

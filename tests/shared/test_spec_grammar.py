@@ -1,4 +1,4 @@
-"""Spec §2 (dtab-semantics.md): concrete syntax and lexical rules of the dtab language.
+"""docs/dtabs.md, Syntax: concrete syntax and lexical rules of the dtab language.
 
 Every test is derived from the text of the specification, not from the implementation.
 Errors must be ``shared.DtabParseError``; where the position is determined by the grammar we
@@ -33,10 +33,10 @@ from shared import (
 
 read_tree = shared.read_name_tree
 
-#: §2 "Label characters are exactly 0-9 A-Z a-z _ : . # $ % -".
+#: Label characters are exactly 0-9 A-Z a-z _ : . # $ % -.
 LABEL_CHARS = string.digits + string.ascii_uppercase + string.ascii_lowercase + "_:.#$%-"
 
-#: §2 Java ``Character.isWhitespace``: space, TAB, LF, VT, FF, CR, U+001C-U+001F and the
+#: Java ``Character.isWhitespace``: space, TAB, LF, VT, FF, CR, U+001C-U+001F and the
 #: Unicode space/line/paragraph separators except the no-break ones.
 JAVA_WS = [
     " ", "\t", "\n", "\x0b", "\x0c", "\r", "\x1c", "\x1d", "\x1e", "\x1f",
@@ -44,7 +44,7 @@ JAVA_WS = [
     "\u2008", "\u2009", "\u200a", "\u2028", "\u2029", "\u205f", "\u3000",
 ]  # fmt: skip
 
-#: §2 NOT whitespace: the no-break spaces, U+0085 (which Python's isspace accepts), and
+#: NOT whitespace: the no-break spaces, U+0085 (which Python's isspace accepts), and
 #: format characters.
 NOT_WS = ["\u00a0", "\u2007", "\u202f", "\u0085", "\u200b", "\ufeff"]
 

@@ -1,8 +1,8 @@
-"""Spec §4-§8 (dtab-semantics.md): lookup, binding, the system namer, namers, algebra, composition.
+"""docs/dtabs.md: lookup, binding, the system namer, namers, algebra, composition.
 
-§4 prefix matching and one lookup step; §5 binding (global namer only on exact Neg, lazy Alt,
-unions, weights, depth); §6 ``/$/...`` system paths; §8 configured namers through the sans-I/O
-stepper (``Binder`` / ``NeedLookup`` / ``Done``); §7 simplify / eval; §8 ``+`` and strip_prefix;
+Prefix matching and one lookup step; binding (global namer only on exact Neg, lazy Alt,
+unions, weights, depth); ``/$/...`` system paths; configured namers through the sans-I/O
+stepper (``Binder`` / ``NeedLookup`` / ``Done``); simplify / eval; ``+`` and strip_prefix;
 ``simplified`` / ``equiv``.
 """
 
@@ -80,7 +80,7 @@ def chain(n: int, target: str = "/$/inet/1") -> Dtab:
 
 
 # =============================================================================================
-# §4 Prefix matching and one lookup step
+# docs/dtabs.md, Lookup: prefix matching and one lookup step
 # =============================================================================================
 
 
@@ -197,7 +197,7 @@ def test_lookup_is_not_simplified() -> None:
 
 
 # =============================================================================================
-# §5 Binding
+# docs/dtabs.md, Binding
 # =============================================================================================
 
 
@@ -468,7 +468,7 @@ def test_loops_are_found_by_the_depth_limit(dtab: str, path: str) -> None:
 
 
 # =============================================================================================
-# §6 The global namer: /$/...
+# docs/dtabs.md, System paths: /$/...
 # =============================================================================================
 
 
@@ -503,7 +503,7 @@ def test_inet_port_must_fit_a_java_int() -> None:
 
 
 def test_inet_port_parses_as_java_int_with_unicode_digits() -> None:
-    # §6: the port is whatever "parses as a Java int". Finagle decodes the label as UTF-8 and
+    # The port is whatever "parses as a Java int". Finagle decodes the label as UTF-8 and
     # calls String.toInt = Integer.parseInt, which uses Character.digit and so accepts any
     # Unicode decimal digit: "\u0668\u0660" (Arabic-Indic 8, 0) is the int 80.
     port = "\u0668\u0660".encode()
@@ -563,7 +563,7 @@ def test_everything_else_is_neg(path: str) -> None:
 
 
 # =============================================================================================
-# §8 Configured namers (stepper protocol), order, fallback
+# docs/dtabs.md, Binding: configured namers (stepper protocol), order, fallback
 # =============================================================================================
 
 
@@ -658,7 +658,7 @@ def test_base_plus_local_overrides_win() -> None:
 
 
 # =============================================================================================
-# §7 simplify and eval
+# docs/dtabs.md, Tree algebra: simplify and eval
 # =============================================================================================
 
 
@@ -791,7 +791,7 @@ def test_simplify_leaves_no_neg_inside_and_no_small_nodes(tree: object) -> None:
 
 
 # =============================================================================================
-# §7 Dtab.simplified / equiv, §8 composition
+# docs/dtabs.md, Tree algebra (Dtab.simplified / equiv) and Composition
 # =============================================================================================
 
 

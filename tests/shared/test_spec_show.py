@@ -1,4 +1,4 @@
-"""Spec §3 (dtab-semantics.md): printing (show) and its canonical forms.
+"""docs/dtabs.md, Printing: printing (show) and its canonical forms.
 
 Path / Prefix / NameTree / Dentry / Dtab show, whole-label escaping, the three show levels,
 Java ``%.2f`` (HALF_UP) weights, single-child transparency and the read/show round trip.

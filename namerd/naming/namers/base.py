@@ -12,7 +12,7 @@ a Redis subscription, DNS re-resolution...). Those tasks update in-memory state 
 One :class:`Notifier` is shared by every namer, the system-namer resolver and the dtab cache of
 a process. A watch stream remembers the generation it last rendered, awaits
 ``wait_changed(generation)``, and then recomputes its answer. Most wake-ups do not change that
-stream's answer. The stream then sends nothing, because it drops repeats (namerd-api.md §9).
+stream's answer. The stream then sends nothing, because it drops repeats (docs/namerd-api.md).
 One counter costs a few spurious recomputations, and it cannot lose a wake-up, which
 per-name subscriptions could.
 

@@ -17,7 +17,7 @@ process's, if one is passed, or a private one), and re-resolved every 5 s. Until
 service has a first answer, its addr is ``pending`` (namerd waits). A name that cannot be
 resolved is left out, with its cause logged by the resolver; only if *no* address resolves does
 the addr become ``AddrFailed`` (naming file, line and cause). Dropping an unresolvable entry is
-Linkerd's behaviour too: it only renders addresses with a resolved IP (namerd-api.md §2.6).
+Linkerd's behaviour too: it only renders addresses with a resolved IP (docs/namerd-api.md, Addr).
 
 Watching
 --------

@@ -9,7 +9,7 @@ Theory of operation
 * **First ask.** ``addr(id)`` for a host not in the cache returns ``ADDR_PENDING``, and starts a
   task that resolves it with ``loop.getaddrinfo`` (IPv4 and IPv6, TCP). When the answer
   arrives, the task stores it and calls ``notifier.notify()``. namerd never sends ``pending``:
-  a request waits for the notification and asks again (namerd-api.md §2.6).
+  a request waits for the notification and asks again (docs/namerd-api.md, Addr).
 * **Numeric hosts** (``127.0.0.1``, ``::1``) need no DNS; they are answered at once and never
   cached. ``/$/inet/<port>`` (no host) means ``127.0.0.1:<port>``.
 * **Refresh.** ``inet`` hosts are resolved again every ``refresh_interval_s`` (default 5 s, as
@@ -19,7 +19,7 @@ Theory of operation
 * **Idle eviction.** An entry nobody asked about for ``idle_ttl_s`` (default 600 s, Linkerd's
   ``bindingCache.idleTtlSecs``) is dropped and its task stops; that also forgets a
   ``fixedinet`` answer, so a later ask resolves it afresh. Each distinct name otherwise costs
-  a task forever: random names from scanners made namerd leak watches (namerd-api.md §8,
+  a task forever: random names from scanners made namerd leak watches (Linkerd issue
   #1766). Eviction notifies, so a watch that still cares asks again at once and restarts the
   refresh; it sees ``pending`` in between, which namerd never sends, so the stream just
   waits for the fresh answer (and drops it as a repeat if nothing changed).
