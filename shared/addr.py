@@ -16,7 +16,7 @@ ignores a bad one and gives the default, so one odd endpoint cannot fail a whole
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -33,6 +33,7 @@ __all__ = [
     "Address",
     "endpoint_weight",
     "parse_weight",
+    "serving_weights",
 ]
 
 #: Where an endpoint's weight goes in its Address meta (Finagle/Linkerd's key).
@@ -109,6 +110,17 @@ def parse_weight(value: object) -> float:
     if not math.isfinite(weight) or weight < 0:
         raise ValueError("must be a finite number >= 0")
     return weight
+
+
+def serving_weights(weights: Sequence[float]) -> list[float]:
+    """The weights a balancer serves with: zero-weight endpoints get no traffic while another
+    endpoint has a positive weight; if every weight is zero, all share equally (weight 1.0).
+
+    The result has one entry per input; an entry of ``0.0`` means "leave this endpoint out".
+    """
+    if any(w > 0 for w in weights):
+        return [float(w) for w in weights]
+    return [DEFAULT_ENDPOINT_WEIGHT] * len(weights)
 
 
 def endpoint_weight(meta: Mapping[str, Any]) -> float:

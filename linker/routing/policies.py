@@ -32,7 +32,7 @@ from linker.policy.accrual import build_accrual_factory
 from linker.policy.balancer import Balancer, Endpoint, build_balancer
 from linker.policy.retries import RetryPolicy, build_retry_policy
 from shared import AddrBound, Path
-from shared.fsformat import WEIGHT_META_KEY
+from shared.addr import endpoint_weight, serving_weights
 
 __all__ = ["MAX_CACHED_NAMES", "ClientPolicy", "RouterPolicies", "ServicePolicy"]
 
@@ -69,14 +69,6 @@ class ClientPolicy:
     balancer: Balancer
     requests: Counter
     retries: Counter
-
-
-def _endpoint_weight(meta: dict[str, object]) -> float:
-    """An endpoint's weight from its metadata; 1.0 when absent or not a positive number."""
-    w = meta.get(WEIGHT_META_KEY, 1.0)
-    if isinstance(w, int | float) and not isinstance(w, bool) and w > 0:
-        return float(w)
-    return 1.0
 
 
 def _balancer_stat(bal: Balancer, name: str) -> Callable[[], float]:
@@ -149,8 +141,13 @@ class RouterPolicies:
         known = self._clients.get(bound_id)
         if known is not None and known.addr is addr:
             return known  # the hot path: interpreters hand out the same Addr until it changes
+        addrs = addr.sorted_addrs()
+        # One weight rule (shared.addr): a zero weight means no traffic while others have some.
+        weights = serving_weights([endpoint_weight(a.meta) for a in addrs])
         endpoints = tuple(
-            Endpoint((a.ip, a.port), _endpoint_weight(a.meta), a.meta) for a in addr.sorted_addrs()
+            Endpoint((a.ip, a.port), w, a.meta)
+            for a, w in zip(addrs, weights, strict=True)
+            if w > 0
         )
         if known is None:
             if len(self._clients) >= MAX_CACHED_NAMES:

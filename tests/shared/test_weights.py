@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.addr import DEFAULT_ENDPOINT_WEIGHT, WEIGHT_META_KEY, endpoint_weight, parse_weight
+from shared.addr import (
+    DEFAULT_ENDPOINT_WEIGHT,
+    WEIGHT_META_KEY,
+    endpoint_weight,
+    parse_weight,
+    serving_weights,
+)
 
 
 @pytest.mark.parametrize("value", [0, 0.0, 0.25, 1, 2.5, 1e6])
@@ -53,3 +59,18 @@ def test_a_reader_always_gets_a_usable_weight(value: object) -> None:
     weight = endpoint_weight({WEIGHT_META_KEY: value})
     assert math.isfinite(weight)
     assert weight >= 0
+
+
+def test_zero_weights_serve_only_while_another_endpoint_has_weight() -> None:
+    assert serving_weights([0.0, 2.0, 0.0]) == [0.0, 2.0, 0.0]
+    assert serving_weights([0.0, 0.0]) == [DEFAULT_ENDPOINT_WEIGHT, DEFAULT_ENDPOINT_WEIGHT]
+    assert serving_weights([]) == []
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1e9)))
+def test_serving_weights_always_leave_something_to_serve(weights: list[float]) -> None:
+    served = serving_weights(weights)
+    if any(w > 0 for w in weights):
+        assert served == weights
+    else:
+        assert served == [DEFAULT_ENDPOINT_WEIGHT] * len(weights)

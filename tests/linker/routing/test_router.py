@@ -178,6 +178,28 @@ async def test_a_weighted_union_splits_traffic_by_weight() -> None:
     assert len(a.seen) + len(b.seen) == 400
 
 
+async def test_a_zero_weight_endpoint_gets_no_traffic_while_another_has_some(
+    tmp_path: FsPath,
+) -> None:
+    async with upstream() as a, upstream() as b:
+        (tmp_path / "web").write_text(f"{LOCAL} {a.port} * 0\n{LOCAL} {b.port} * 1\n")
+        namers = ({"kind": "io.l5d.fs", "rootDir": str(tmp_path)},)
+        async with routing("/svc => /#/io.l5d.fs;", namers=namers) as rt:
+            for _ in range(40):
+                resp, _ = await rt.get()
+                assert resp.status == 200
+            # Every weight zero: all share equally rather than none being served.
+            (tmp_path / "web").write_text(f"{LOCAL} {a.port} * 0\n")
+            for _ in range(200):
+                resp, body = await rt.get()
+                if body == str(a.port).encode():
+                    break
+                await trio.sleep(0.05)  # the fs namer notices the rewrite on its next scan
+            assert resp.status == 200
+    assert len(a.seen) == 1
+    assert len(b.seen) >= 40
+
+
 async def test_a_union_skips_a_branch_with_no_endpoints() -> None:
     async with upstream() as b:
         async with routing(f"/svc/web => 9 * /nowhere & 1 * {b.inet};") as rt:
