@@ -210,7 +210,7 @@ class NamerdHttpInterpreter:
             is unreachable routes on them instead of failing every name it never bound.
         last_known_name: this router's prefix for those files (its label).
         last_known_interval_s: how often the state is written, if it changed. Default 1 s.
-        client_options: further :class:`~linker.namerd_client.NamerdClient` keywords
+        client_options: further :class:`~linker.naming.namerd_client.NamerdClient` keywords
             (``connect_timeout_s``, ``request_timeout_s``, ``max_watches``, ``rand``).
     """
 
