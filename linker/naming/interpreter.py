@@ -697,7 +697,9 @@ def build_interpreter(
         base_dtab: the router's ``dtab``.
         namers: the top-level ``namers`` (used by the default interpreter only, as in Linkerd).
         bind_timeout_s: the router's ``bindingTimeoutMs`` / 1000. Default 10 s.
-        idle_ttl_s: the router's ``bindingCache.idleTtlSecs``. Default 600 s.
+        idle_ttl_s: forget names (watches, cached results) unused this long. Not configurable:
+            Linkerd's ``bindingCache`` is refused (``linker.config.load``), so it is always
+            ``DEFAULT_IDLE_TTL_S`` (600 s, ``linker.naming.local_namers``).
         last_known_dir / last_known_name: see :class:`NamerdHttpInterpreter` (namerd only).
 
     Raises:
