@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from namerd.http.streaming import watch_stream
@@ -37,6 +37,22 @@ async def _notify_forever(notifier: Notifier, every_s: float) -> None:
         notifier.notify()
 
 
+def _watch(
+    render: Callable[[], Awaitable[str | None]],
+    notifier: Notifier,
+    client: Client,
+    on_close: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    return watch_stream(
+        render,
+        notifier=notifier,
+        receive=client.receive,
+        heartbeat_s=HEARTBEAT_S,
+        shutdown=asyncio.Event(),
+        on_close=on_close,
+    )
+
+
 async def _next(stream: AsyncIterator[bytes]) -> bytes:
     return await asyncio.wait_for(anext(stream), HEARTBEAT_WAIT_S)
 
@@ -51,13 +67,7 @@ def test_heartbeats_keep_coming_while_other_changes_notify_more_often() -> None:
             renders += 1
             return "value\n"  # this stream's value never changes
 
-        stream = watch_stream(
-            render,
-            notifier=notifier,
-            receive=client.receive,
-            heartbeat_s=HEARTBEAT_S,
-            shutdown=asyncio.Event(),
-        )
+        stream = _watch(render, notifier, client)
         busy = asyncio.create_task(_notify_forever(notifier, HEARTBEAT_S / 10))
         try:
             assert await _next(stream) == b"value\n"
@@ -85,14 +95,7 @@ def test_changes_are_sent_once_and_a_disconnect_ends_the_stream() -> None:
         async def on_close() -> None:
             closed.set()
 
-        stream = watch_stream(
-            render,
-            notifier=notifier,
-            receive=client.receive,
-            heartbeat_s=HEARTBEAT_S,
-            shutdown=asyncio.Event(),
-            on_close=on_close,
-        )
+        stream = _watch(render, notifier, client, on_close)
         assert await _next(stream) == b"a\n"
         notifier.notify()  # a repeat: dropped
         value = "b\n"
