@@ -2,7 +2,7 @@
 
     linker [CONFIG | -c CONFIG] [--workers N] [--validate]
 
-The master (``linker.master``) binds every router's listeners and the admin port, forks the
+The master (``linker.process.master``) binds every router's listeners and the admin port, forks the
 workers and supervises them; each worker (:func:`worker_main`) runs one trio loop serving all
 routers on the inherited sockets, with its own namerd watches and upstream connection pool.
 """

@@ -42,7 +42,8 @@ limits.maxBodyBytes      1048576         larger request bodies get 413 and nothi
 limits.lookupTimeoutMs   10000           non-watch bind/addr/resolve waiting for a pending value
                                          (namerd waits forever, issue #1349) -> 503
 limits.delegateTimeoutMs 2000            delegate explanation -> 503 ``Request timed out.``
-limits.watchHeartbeatMs  15000           an idle watch stream gets a ``\\n`` this often
+limits.watchHeartbeatMs  15000           a watch stream gets a ``\\n`` after this long with nothing
+                                         written to it
 workers                  2               gunicorn worker processes (``--workers``)
 =======================  ==============  ==========================================================
 """

@@ -28,7 +28,7 @@ admin                          127.0.0.1:9990  one admin server for the whole pr
 namers[].rootDir               (required)   io.l5d.fs: a readable directory, one file per service
 namers[].pollIntervalSecs      1            how often that directory is checked
 routers[].servers[]            127.0.0.1:4140  where the router listens
-servers[].clearContext         false        strip inbound l5d-ctx-*/l5d-dtab (untrusted edges)
+servers[].clearContext         false        strip every inbound l5d-* header (untrusted edges)
 servers[].maxCallDepth         1000         Via entries allowed before a loop is declared (400)
 dstPrefix                      /svc         prefix of every identified name
 identifier                     header.token on Host
@@ -36,7 +36,9 @@ interpreter                    default      local dtab + local namers; or io.l5d
 streamingEnabled               true         bodies always stream; ``false`` is rejected
 bindingTimeoutMs               10000        waiting for a first binding -> 502
 maxInitialLineKB / maxHeadersKB 4 / 8       over -> 414 / 431
-maxErrResponseKB               5120         cap on error bodies (and l5d-err)
+maxErrResponseKB               5120         cap on error response bodies (``l5d-err`` has its
+                                            own fixed cap, ``MAX_L5D_ERR_BYTES`` = 4 KiB,
+                                            in ``linker.errors``)
 client.connectTimeoutMs        3000         connecting to a service -> 502
 client.requestAttemptTimeoutMs 10000        response headers from a service -> 503
 client.hostConnectionPool      maxIdle 100, idleTimeMs 60000, minSize 0, maxSize and
@@ -45,7 +47,9 @@ service.totalTimeoutMs         30000        whole request, until response header
 =============================  ===========  =================================================
 
 Linkerd has no request timeout by default; we do (Linkerd users' most common surprise was a
-hung request holding a connection forever). Set a key to 0 to turn that timeout off.
+hung request holding a connection forever). ``requestAttemptTimeoutMs: 0`` and
+``totalTimeoutMs: 0`` turn those timeouts off; ``connectTimeoutMs: 0`` does not, a connect
+then waits at most 3600 s (:func:`pool_limits`), so no connect waits forever.
 
 Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
 ``$``), so one file serves every host: ``port: ${LINKER_PORT:-4140}`` (``shared.configtree``).

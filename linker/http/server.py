@@ -12,7 +12,7 @@ loops leaves in-flight connections alone.  Each connection task runs :func:`serv
     ``keepalive_idle_timeout_s`` (or ``header_read_timeout_s`` on a new connection); once a
     byte has arrived the whole head must be complete within ``header_read_timeout_s``: that is
     the slowloris guard.  Shutdown closes a connection at once while it waits here.
-2.  **Call the handler** with a :class:`~linker.http.Request` whose body is a pull stream:
+2.  **Call the handler** with a :class:`~linker.http.messages.Request` whose body is a pull stream:
     nothing more is read from the socket until someone iterates it (backpressure), and the
     ``100 Continue`` a client waits for is sent only then, so a request refused from its
     headers never invites its upload.
@@ -176,7 +176,7 @@ async def serve_connection(
         stream: the accepted connection.  It is closed when this returns.
         handler: called once per request, in this task.
         limits: timeouts and size limits.
-        client: the peer address, copied into every :class:`~linker.http.Request`.
+        client: the peer address, copied into every :class:`~linker.http.messages.Request`.
         on_event: called with one of :data:`SERVER_EVENTS`; exceptions it raises are logged
             and ignored.
         shutdown: when set, an idle connection is closed at once and a busy one after its

@@ -210,7 +210,7 @@ class NamerdHttpInterpreter:
             is unreachable routes on them instead of failing every name it never bound.
         last_known_name: this router's prefix for those files (its label).
         last_known_interval_s: how often the state is written, if it changed. Default 1 s.
-        client_options: further :class:`~linker.namerd_client.NamerdClient` keywords
+        client_options: further :class:`~linker.naming.namerd_client.NamerdClient` keywords
             (``connect_timeout_s``, ``request_timeout_s``, ``max_watches``, ``rand``).
     """
 
@@ -697,7 +697,9 @@ def build_interpreter(
         base_dtab: the router's ``dtab``.
         namers: the top-level ``namers`` (used by the default interpreter only, as in Linkerd).
         bind_timeout_s: the router's ``bindingTimeoutMs`` / 1000. Default 10 s.
-        idle_ttl_s: the router's ``bindingCache.idleTtlSecs``. Default 600 s.
+        idle_ttl_s: forget names (watches, cached results) unused this long. Not configurable:
+            Linkerd's ``bindingCache`` is refused (``linker.config.load``), so it is always
+            ``DEFAULT_IDLE_TTL_S`` (600 s, ``linker.naming.local_namers``).
         last_known_dir / last_known_name: see :class:`NamerdHttpInterpreter` (namerd only).
 
     Raises:

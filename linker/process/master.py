@@ -265,7 +265,7 @@ class Master:
         settings: see :class:`MasterSettings`.
         bind: router label -> ``(host, port)`` addresses to listen on. Fixed for the master's
             life: a reload cannot move ports (restart for that).
-        worker_main: the async body each worker runs (see ``linker.worker``).
+        worker_main: the async body each worker runs (see ``linker.process.worker``).
         config: the parsed config handed to workers; :attr:`config` is always the one the
             serving generation runs.
         admin: the admin server to start and stop with the master (it runs in a thread here).

@@ -1,6 +1,6 @@
 """One forked worker process: a trio loop around the linker's ``WorkerMain``.
 
-The master (``linker/master.py``) binds the listening sockets, forks, and calls
+The master (``linker/process/master.py``) binds the listening sockets, forks, and calls
 :func:`run_worker` in the child with a :class:`WorkerContext`. From there this module owns the
 process until it exits:
 

@@ -353,7 +353,7 @@ thin: trio's socket layer ~30 % (several wrapper layers per `send`/`recv`), h11 
   closing and reopening upstream connections (`connect`/`close` were among the top frames);
 - response head, buffered body chunks and end of message in one `send` (a body says when its
   next chunk is already buffered: `ready()`), instead of two or three;
-- `linker.fastsocket`: trio's stream semantics (check for cancellation, try the system call,
+- `linker.http.fastsocket`: trio's stream semantics (check for cancellation, try the system call,
   wait only on EAGAIN, yield after) in straight-line code instead of `SocketStream`'s layers.
   Skipping the yield after an immediate success was tried and rejected: more CPU per request
   and a p99 four times worse at saturation;

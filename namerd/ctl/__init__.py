@@ -34,7 +34,7 @@ Where we differ from namerctl, on purpose:
 * Every failure is one line on stderr (``namerctl: ...``) and a non-zero exit: 1 for a failed
   request or bad input, 2 for bad arguments or settings. Never a traceback.
 
-Modules: ``cli`` (arguments, ``main``), ``settings``, ``client`` (namerd's HTTP API),
+Modules: ``cli`` (arguments, ``main``), ``settings``, ``client`` (namerd's HTTP API), ``errors``,
 ``inputs`` (dtab files), ``render`` (tree drawings), ``commands.dtab`` and ``commands.lookup``.
 namerctl is a client: it imports only ``shared`` and itself, never namerd's server side.
 """

@@ -5,8 +5,10 @@ Better than namerd in three ways:
 * the stream notices at once when its client goes away (it listens for the ASGI
   ``http.disconnect`` event instead of waiting for the next failed write), so its Redis
   subscription and tasks are released immediately;
-* an idle stream gets a bare ``\\n`` every ``limits.watchHeartbeatMs`` so proxies and NATs keep
-  it open (JSON stream parsers treat it as whitespace, like Linkerd's own client does);
+* a stream that has had nothing written to it for ``limits.watchHeartbeatMs`` gets a bare
+  ``\\n`` so proxies and NATs keep it open (JSON stream parsers treat it as whitespace, like
+  Linkerd's own client does); the clock runs from the stream's own last write, so
+  notifications for changes the stream does not show never postpone it;
 * a failed lookup (a looping dtab, a failing namer) is sent as a value in the stream's own JSON
   vocabulary (each resource's ``render`` does that, see ``namerd.http.lookups``), and the
   stream stays open and recovers, instead of a plain-text line and a close.
@@ -65,24 +67,37 @@ async def watch_stream(
     stopping = asyncio.create_task(shutdown.wait(), name="watch-shutdown")
     changed: asyncio.Task[int] | None = None
     last: str | None = None
+    loop = asyncio.get_running_loop()
+    # The heartbeat clock runs from the last write to *this* stream, not from the last
+    # notification: the Notifier is process-wide, so in a busy namerd it fires far more often
+    # than watchHeartbeatMs for changes this stream does not show, and a timer restarted on
+    # every notification would never go off (the client would time out a healthy stream).
+    last_write = loop.time()
+    stale = True  # re-render: first pass, and after each notification
     try:
         while True:
-            generation = notifier.generation
-            text = await render()
-            if text is not None and text != last:
-                last = text
-                yield text.encode("utf-8")
+            if stale:
+                generation = notifier.generation
+                text = await render()
+                if text is not None and text != last:
+                    last = text
+                    yield text.encode("utf-8")
+                    last_write = loop.time()
+            if loop.time() - last_write >= heartbeat_s:
+                yield b"\n"  # heartbeat: keeps idle connections alive through middleboxes
+                last_write = loop.time()
             if changed is None or changed.done():
                 changed = asyncio.create_task(
                     notifier.wait_changed(generation), name="watch-change"
                 )
             done, _ = await asyncio.wait(
-                {gone, stopping, changed}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                {gone, stopping, changed},
+                timeout=max(0.0, last_write + heartbeat_s - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if gone in done or stopping in done:
                 return
-            if not done:
-                yield b"\n"  # heartbeat: keeps idle connections alive through middleboxes
+            stale = changed in done
     finally:
         for task in (gone, stopping, changed):
             if task is not None and not task.done():

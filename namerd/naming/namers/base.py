@@ -52,8 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# How long cancel_and_wait() waits before cancelling a task again.
-
 
 class NamerError(NamerdError):
     """A namer failed on purpose; the message says which namer and why."""

@@ -12,7 +12,7 @@ not a path label is warned about once each time it appears.
 Host names
 ----------
 Linkerd resolves host names in these files too, so we do: an IP literal is used as is, and a
-name is resolved in the background by an :class:`~namerd.namers.inet.InetResolver` (the
+name is resolved in the background by an :class:`~namerd.naming.namers.inet.InetResolver` (the
 process's, if one is passed, or a private one), and re-resolved every 5 s. Until every name of a
 service has a first answer, its addr is ``pending`` (namerd waits). A name that cannot be
 resolved is left out, with its cause logged by the resolver; only if *no* address resolves does

@@ -148,8 +148,8 @@ def test_namerd_router_tries_every_dst_form_and_says_which_failed() -> None:
 
 
 def test_same_explanation_as_namerds_delegate_api(disco: FsPath) -> None:
-    """One explainer: namerd's delegate API renders its tree the same way (api.py:
-    ``encode(delegate_tree_to_json(interp.delegate(dtab, path), interp.addr_of))``)."""
+    """One explainer: namerd's delegate API renders its tree the same way (namerd/http/lookups.py:
+    ``encode(delegate_tree_to_json(tree, interp.addr_of))``)."""
     dtab = "/svc=>/#/io.l5d.fs;/svc/both=>0.5*/svc/users & 0.5*/$/inet/127.0.0.1/7;/svc/x=>/svc/x"
     cases = ["/svc/users", "/svc/both", "/svc/broken", "/svc/none", "/#/io.l5d.fs/users/rest"]
     mine = linker(dtab, [{"kind": "io.l5d.fs", "rootDir": str(disco)}])

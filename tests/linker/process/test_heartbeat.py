@@ -1,4 +1,4 @@
-"""linker.heartbeat: the unlinked file a worker stamps and its master fstat()s.
+"""linker.process.heartbeat: the unlinked file a worker stamps and its master fstat()s.
 
 Ages are checked against an injected clock, so they are exact; nothing depends on how fast
 the machine is.

@@ -1,0 +1,112 @@
+"""watch_stream on its own: a Notifier the test drives, a render it controls, no server.
+
+The heartbeat clock must run from the stream's last write. The Notifier is process-wide, so a
+busy namerd fires it for changes a given stream does not show; those must not postpone that
+stream's heartbeat, or clients time out healthy streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from namerd.http.streaming import watch_stream
+from namerd.naming.namers.base import Notifier
+
+HEARTBEAT_S = 0.2
+#: How long a heartbeat may take: generous, it only bounds how long a broken test waits.
+HEARTBEAT_WAIT_S = 25 * HEARTBEAT_S
+
+
+class Client:
+    """The ASGI receive side of one stream: it disconnects when the test says so."""
+
+    def __init__(self) -> None:
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+async def _notify_forever(notifier: Notifier, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        notifier.notify()
+
+
+def _watch(
+    render: Callable[[], Awaitable[str | None]],
+    notifier: Notifier,
+    client: Client,
+    on_close: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    return watch_stream(
+        render,
+        notifier=notifier,
+        receive=client.receive,
+        heartbeat_s=HEARTBEAT_S,
+        shutdown=asyncio.Event(),
+        on_close=on_close,
+    )
+
+
+async def _next(stream: AsyncIterator[bytes]) -> bytes:
+    return await asyncio.wait_for(anext(stream), HEARTBEAT_WAIT_S)
+
+
+def test_heartbeats_keep_coming_while_other_changes_notify_more_often() -> None:
+    async def scenario() -> None:
+        notifier, client = Notifier(), Client()
+        renders = 0
+
+        async def render() -> str:
+            nonlocal renders
+            renders += 1
+            return "value\n"  # this stream's value never changes
+
+        stream = _watch(render, notifier, client)
+        busy = asyncio.create_task(_notify_forever(notifier, HEARTBEAT_S / 10))
+        try:
+            assert await _next(stream) == b"value\n"
+            for _ in range(3):
+                assert await _next(stream) == b"\n"
+            assert renders > 3  # the notifications did reach the stream, and were all repeats
+        finally:
+            busy.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await busy
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_changes_are_sent_once_and_a_disconnect_ends_the_stream() -> None:
+    async def scenario() -> None:
+        notifier, client = Notifier(), Client()
+        value = "a\n"
+        closed = asyncio.Event()
+
+        async def render() -> str:
+            return value
+
+        async def on_close() -> None:
+            closed.set()
+
+        stream = _watch(render, notifier, client, on_close)
+        assert await _next(stream) == b"a\n"
+        notifier.notify()  # a repeat: dropped
+        value = "b\n"
+        notifier.notify()
+        chunk = await _next(stream)
+        while chunk == b"\n":  # a heartbeat may come first on a slow machine
+            chunk = await _next(stream)
+        assert chunk == b"b\n"
+        client.gone.set()
+        rest = [chunk async for chunk in stream]
+        assert set(rest) <= {b"\n"}
+        assert closed.is_set()
+
+    asyncio.run(scenario())
