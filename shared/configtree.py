@@ -277,11 +277,15 @@ class Section:
             raise self.error(key, f"must be a positive integer, got {value}")
         return value
 
-    def millis(self, key: str, default: int) -> int:
-        """A duration in milliseconds >= 0, where 0 turns the timeout off."""
+    def millis(self, key: str, default: int, *, zero_turns_off: bool = True) -> int:
+        """A duration in milliseconds: >= 0 where 0 turns the timeout off, else > 0."""
         value = int(self.get(key, default, int))
-        if value < 0:
+        if zero_turns_off and value < 0:
             raise self.error(key, f"must be >= 0 milliseconds (0 turns it off), got {value}")
+        if not zero_turns_off and value <= 0:
+            raise self.error(
+                key, f"must be > 0 milliseconds (it cannot be turned off), got {value}"
+            )
         return value
 
     def has(self, key: str) -> bool:

@@ -48,8 +48,8 @@ service.totalTimeoutMs         30000        whole request, until response header
 
 Linkerd has no request timeout by default; we do (Linkerd users' most common surprise was a
 hung request holding a connection forever). ``requestAttemptTimeoutMs: 0`` and
-``totalTimeoutMs: 0`` turn those timeouts off; ``connectTimeoutMs: 0`` does not, a connect
-then waits at most 3600 s (:func:`pool_limits`), so no connect waits forever.
+``totalTimeoutMs: 0`` turn those timeouts off; ``connectTimeoutMs`` must be > 0 (a connect
+that waits forever is never what an operator wants, so 0 is refused rather than reinterpreted).
 
 Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
 ``$``), so one file serves every host: ``port: ${LINKER_PORT:-4140}`` (``shared.configtree``).
@@ -157,7 +157,7 @@ def pool_limits(router: RouterConfig) -> PoolLimits:
     return PoolLimits(
         max_idle_per_host=router.pool_max_idle,
         idle_timeout_s=router.pool_idle_time_ms / 1000,
-        connect_timeout_s=router.connect_timeout_ms / 1000 or 3600.0,
+        connect_timeout_s=router.connect_timeout_ms / 1000,
         response_header_timeout_s=attempt_s,
         max_per_host=router.pool_max_size,
         max_waiters_per_host=router.pool_max_waiters,
@@ -293,7 +293,7 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         max_initial_line_kb=sec.positive_int("maxInitialLineKB", 4),
         max_headers_kb=sec.positive_int("maxHeadersKB", 8),
         max_err_response_kb=sec.positive_int("maxErrResponseKB", 5120),
-        connect_timeout_ms=client.millis("connectTimeoutMs", 3_000),
+        connect_timeout_ms=client.millis("connectTimeoutMs", 3_000, zero_turns_off=False),
         request_attempt_timeout_ms=client.millis("requestAttemptTimeoutMs", 10_000),
         total_timeout_ms=service.millis("totalTimeoutMs", 30_000),
         pool_max_idle=pool.positive_int("maxIdle", 100),
