@@ -276,10 +276,6 @@ class InetCache:
         entry.due_s = None if fixed_done else now_s + self.refresh_interval_s
         return InetResolved(entry.addr != old, warning, recovered)
 
-    def drop(self, key: InetKey) -> bool:
-        """Forget ``key`` (e.g. its resolution crashed), so the next ask starts over."""
-        return self._entries.pop(key, None) is not None
-
     def clear(self) -> None:
         """Forget every entry."""
         self._entries.clear()

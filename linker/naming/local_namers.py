@@ -219,14 +219,13 @@ class InetResolver:
                 outcome = inet_error(host, exc)
             else:
                 outcome = addr_from_getaddrinfo(host, port, infos)
-        except Exception:
-            # A bug must neither leave the name pending forever nor take every other name's
-            # refresh down with it: forget the entry, so the next ask starts over, loudly.
+        except Exception as exc:
+            # A bug (e.g. in an injected getaddrinfo) fails this name like a transient DNS
+            # error, retried every interval, loudly; it must neither leave the name pending
+            # forever, nor stop the other names' refresh, nor spin (forgetting the entry
+            # would let a waiting binding re-create it and crash again at once).
             log.exception("inet: resolving %s:%s failed", host, port)
-            if self._cache.drop(key):
-                self.changes.notify()
-            self._wake.set()
-            return
+            outcome = InetError(f"resolving host {host!r} failed: {exc!r}", transient=True)
         result = self._cache.resolved(key, trio.current_time(), outcome)
         if result.warning is not None:
             log.warning("inet: %s", result.warning)

@@ -198,16 +198,6 @@ def test_idle_entries_are_evicted_at_the_ttl_but_not_while_in_flight() -> None:
     assert cache.ask("a", 80, True, 91.0).new
 
 
-def test_drop_forgets_an_entry() -> None:
-    cache = _cache()
-    cache.ask("a", 80, False, 0.0)
-    cache.poll(0.0)
-    assert cache.drop(("a", 80, False))
-    assert not cache.drop(("a", 80, False))
-    assert not cache.resolved(("a", 80, False), 1.0, GONE).changed
-    assert cache.ask("a", 80, False, 1.0).new
-
-
 # -- properties ---------------------------------------------------------------------------------
 
 HOSTS = ("a", "b", "c")

@@ -19,8 +19,9 @@ its asyncio driver:
   again (docs/namerd-api.md, Addr). Eviction notifies too, so a watch that still cares asks
   again at once; it sees ``pending`` in between, which namerd never sends, so the stream just
   waits for the fresh answer (and drops it as a repeat if nothing changed).
-* A resolution that crashes (a bug) forgets its entry, so the next ask starts over, and says
-  so loudly, instead of leaving the name ``pending`` forever.
+* A resolution that crashes (a bug) is logged with its traceback and counts as a transient
+  failure, retried every interval: the name is neither ``pending`` forever nor re-created in
+  a hot loop by the watches waiting for it.
 
 Defaults: ``refresh_interval_s`` 5 s (Linkerd's ``io.l5d.dnssrv`` ``refreshIntervalSeconds``),
 ``idle_ttl_s`` 600 s (Linkerd's ``bindingCache.idleTtlSecs``), ``resolve_timeout_s`` 10 s.
@@ -197,14 +198,13 @@ class InetResolver:
                 outcome = inet_error(host, exc)
             else:
                 outcome = addr_from_getaddrinfo(host, port, infos)
-        except Exception:
-            # A bug must not leave the entry pending forever: forget it, so the next ask
-            # starts over, and say so loudly.
+        except Exception as exc:
+            # A bug (e.g. in an injected getaddrinfo) fails this name like a transient DNS
+            # error, retried every interval, loudly; it must neither leave the name pending
+            # forever, nor stop the other names' refresh, nor spin (forgetting the entry
+            # would let a waiting binding re-create it and crash again at once).
             log.exception("inet: resolving %s:%s failed", host, port)
-            if self._cache.drop(key):
-                self.notifier.notify()
-            self._wake.set()
-            return
+            outcome = InetError(f"resolving host {host!r} failed: {exc!r}", transient=True)
         result = self._cache.resolved(key, loop.time(), outcome)
         if result.warning is not None:
             log.warning("inet: %s", result.warning)
