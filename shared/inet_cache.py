@@ -17,8 +17,9 @@ Theory of operation
 * **Poll.** ``poll(now_s)`` returns the keys to resolve now (they are marked in flight, so a
   key is never handed out twice), the keys evicted, and when to poll next. The driver resolves
   each key with getaddrinfo under its own timeout and hands the outcome to ``resolved()``
-  (an Addr from :func:`addr_from_getaddrinfo`, or an :class:`InetError` from
-  :func:`inet_error` / :func:`inet_timeout`). It must poll again when a resolution ends, when
+  (:func:`inet_outcome` of the tuples or the exception), and logs what ``resolved`` says
+  (``InetResolved.logs``: the cache decides, the driver's logger writes). It must poll again
+  when a resolution ends, when
   ``ask`` says ``new``, or at ``next_poll_s``, whichever is first.
 * **Refresh.** An ``inet`` entry is due again ``refresh_interval_s`` after each resolution
   ends. A ``fixedinet`` entry is resolved until it has one good answer and never again
@@ -39,7 +40,9 @@ Theory of operation
 
 from __future__ import annotations
 
+import logging
 import socket
+import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
@@ -57,6 +60,7 @@ __all__ = [
     "InetResolved",
     "addr_from_getaddrinfo",
     "inet_error",
+    "inet_outcome",
     "inet_timeout",
 ]
 
@@ -77,6 +81,7 @@ class InetError:
 
     cause: str
     transient: bool
+    traceback: str | None = None  # set when the "error" is a bug, to be logged in full
 
 
 def addr_from_getaddrinfo(host: str, port: int, infos: Iterable[tuple[Any, ...]]) -> Addr:
@@ -96,7 +101,10 @@ def inet_error(host: str, exc: BaseException) -> InetError:
 
     ``socket.gaierror`` with ``EAI_NONAME``/``EAI_NODATA`` and ``UnicodeError``/``ValueError``
     (the idna codec refusing e.g. an empty label, before any DNS) are permanent; every other
-    error (``EAI_AGAIN``, an ``OSError``) is transient.
+    error (``EAI_AGAIN``, an ``OSError``) is transient, and so is any other exception (a bug,
+    e.g. in an injected getaddrinfo): retried every interval, with its traceback to log, so it
+    neither leaves the name pending forever nor spins (forgetting the entry would let a
+    waiting binding re-create it and crash again at once).
     """
     if isinstance(exc, socket.gaierror):
         detail = f"{exc.strerror} (getaddrinfo error {exc.errno})"
@@ -105,12 +113,30 @@ def inet_error(host: str, exc: BaseException) -> InetError:
         return InetError(f"cannot resolve host {host!r}: {detail}", transient=True)
     if isinstance(exc, UnicodeError | ValueError):
         return InetError(f"invalid host name {host!r}: {exc}", transient=False)
-    return InetError(f"cannot resolve host {host!r}: {exc}", transient=True)
+    if isinstance(exc, OSError):
+        return InetError(f"cannot resolve host {host!r}: {exc}", transient=True)
+    trace = "".join(traceback.format_exception(exc))
+    return InetError(f"resolving host {host!r} failed: {exc!r}", transient=True, traceback=trace)
 
 
 def inet_timeout(host: str, timeout_s: float) -> InetError:
     """A getaddrinfo that did not answer within ``timeout_s``: transient."""
     return InetError(f"resolving host {host!r} timed out after {timeout_s} s", transient=True)
+
+
+def inet_outcome(
+    host: str, port: int, got: Iterable[tuple[Any, ...]] | BaseException, timeout_s: float
+) -> Addr | InetError:
+    """What a driver's getaddrinfo call gave, for :meth:`InetCache.resolved`.
+
+    ``got`` is the tuples, or the exception raised; the driver turns its runtime's timeout
+    into ``TimeoutError`` (asyncio's already is), which means ``timeout_s`` ran out.
+    """
+    if isinstance(got, TimeoutError):
+        return inet_timeout(host, timeout_s)
+    if isinstance(got, BaseException):
+        return inet_error(host, got)
+    return addr_from_getaddrinfo(host, port, got)
 
 
 @dataclass(slots=True)
@@ -154,7 +180,21 @@ class InetResolved:
 
     changed: bool
     warning: str | None = None  # a failure starting (logged once per episode)
-    recovered: bool = False  # a name that had failed or was stale resolves again
+    recovered: str | None = None  # a name that had failed or was stale resolves again
+    error: str | None = None  # a bug, with its traceback (logged every time)
+
+    @property
+    def logs(self) -> tuple[tuple[int, str], ...]:
+        """``(logging level, message)`` pairs for the driver's logger."""
+        return tuple(
+            (level, message)
+            for level, message in (
+                (logging.ERROR, self.error),
+                (logging.WARNING, self.warning),
+                (logging.INFO, self.recovered),
+            )
+            if message is not None
+        )
 
 
 class InetCache:
@@ -249,8 +289,11 @@ class InetCache:
         entry.resolutions += 1
         old = entry.addr
         warning: str | None = None
-        recovered = False
+        recovered: str | None = None
+        error: str | None = None
         if isinstance(outcome, InetError):
+            if outcome.traceback is not None:
+                error = f"{outcome.cause}\n{outcome.traceback}"
             entry.last_error = outcome.cause
             if outcome.transient and isinstance(old, AddrBound):
                 # Keep serving the last good answer; warn once per episode.
@@ -269,12 +312,13 @@ class InetCache:
                     warning = outcome.cause
             else:
                 entry.last_error = None
-                recovered = isinstance(old, AddrFailed) or entry.stale
+                if isinstance(old, AddrFailed) or entry.stale:
+                    recovered = f"{entry.host} resolves again"
             entry.addr = outcome
             entry.stale = False
         fixed_done = entry.fixed and isinstance(entry.addr, AddrBound)
         entry.due_s = None if fixed_done else now_s + self.refresh_interval_s
-        return InetResolved(entry.addr != old, warning, recovered)
+        return InetResolved(entry.addr != old, warning, recovered, error)
 
     def clear(self) -> None:
         """Forget every entry."""

@@ -58,11 +58,8 @@ from shared import (
 from shared.fsformat import BAD_NAME_REASON, FsDirectory, FsScan
 from shared.inet_cache import (
     InetCache,
-    InetError,
     InetKey,
-    addr_from_getaddrinfo,
-    inet_error,
-    inet_timeout,
+    inet_outcome,
 )
 from shared.names import inet_addr
 
@@ -208,29 +205,18 @@ class InetResolver:
 
     async def _resolve(self, key: InetKey) -> None:
         host, port, _ = key
-        outcome: Addr | InetError
+        got: list[tuple[Any, ...]] | BaseException
         try:
-            try:
-                with trio.fail_after(self.resolve_timeout_s):
-                    infos = await self._getaddrinfo(host, port)
-            except trio.TooSlowError:
-                outcome = inet_timeout(host, self.resolve_timeout_s)
-            except (OSError, UnicodeError, ValueError) as exc:
-                outcome = inet_error(host, exc)
-            else:
-                outcome = addr_from_getaddrinfo(host, port, infos)
-        except Exception as exc:
-            # A bug (e.g. in an injected getaddrinfo) fails this name like a transient DNS
-            # error, retried every interval, loudly; it must neither leave the name pending
-            # forever, nor stop the other names' refresh, nor spin (forgetting the entry
-            # would let a waiting binding re-create it and crash again at once).
-            log.exception("inet: resolving %s:%s failed", host, port)
-            outcome = InetError(f"resolving host {host!r} failed: {exc!r}", transient=True)
+            with trio.fail_after(self.resolve_timeout_s):
+                got = await self._getaddrinfo(host, port)
+        except trio.TooSlowError:
+            got = TimeoutError()
+        except Exception as exc:  # every failure, bugs included, is the cache's to judge
+            got = exc
+        outcome = inet_outcome(host, port, got, self.resolve_timeout_s)
         result = self._cache.resolved(key, trio.current_time(), outcome)
-        if result.warning is not None:
-            log.warning("inet: %s", result.warning)
-        if result.recovered:
-            log.info("inet: %s resolves again", host)
+        for level, message in result.logs:
+            log.log(level, "inet: %s", message)
         if result.changed:
             self.changes.notify()
         self._wake.set()

@@ -6,6 +6,7 @@ polls and resolution outcomes and checks the invariants the drivers rely on afte
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -21,6 +22,7 @@ from shared.inet_cache import (
     InetKey,
     addr_from_getaddrinfo,
     inet_error,
+    inet_outcome,
     inet_timeout,
 )
 
@@ -72,6 +74,27 @@ def test_errors_are_permanent_or_transient() -> None:
     assert inet_timeout("a", 2.5) == InetError(
         "resolving host 'a' timed out after 2.5 s", transient=True
     )
+
+
+def test_outcome_of_a_call_and_a_bug_is_retried_and_logged_in_full() -> None:
+    assert inet_outcome("a", 80, _infos("10.0.0.1"), 2.0) == _bound("10.0.0.1")
+    assert inet_outcome("a", 80, TimeoutError(), 2.0) == inet_timeout("a", 2.0)
+    assert inet_outcome("a", 80, UnicodeError("x"), 2.0) == inet_error("a", UnicodeError("x"))
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError as exc:
+        bug = inet_outcome("a", 80, exc, 2.0)
+    assert isinstance(bug, InetError)
+    assert bug.transient
+    assert bug.cause == "resolving host 'a' failed: RuntimeError('a bug')"
+    assert bug.traceback is not None
+    assert 'raise RuntimeError("a bug")' in bug.traceback
+    cache = _cache()
+    cache.ask("a", 80, False, 0.0)
+    cache.poll(0.0)
+    result = cache.resolved(("a", 80, False), 0.0, bug)
+    assert [level for level, _ in result.logs] == [logging.ERROR, logging.WARNING]
+    assert cache.poll(REFRESH_S).resolve == (("a", 80, False),)  # retried, not forgotten
 
 
 @pytest.mark.parametrize("name", ["refresh_interval_s", "idle_ttl_s", "resolve_timeout_s"])

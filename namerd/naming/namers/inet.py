@@ -19,9 +19,8 @@ its asyncio driver:
   again (docs/namerd-api.md, Addr). Eviction notifies too, so a watch that still cares asks
   again at once; it sees ``pending`` in between, which namerd never sends, so the stream just
   waits for the fresh answer (and drops it as a repeat if nothing changed).
-* A resolution that crashes (a bug) is logged with its traceback and counts as a transient
-  failure, retried every interval: the name is neither ``pending`` forever nor re-created in
-  a hot loop by the watches waiting for it.
+* What to log (a failure once per episode, a recovery, a bug's traceback) is decided by the
+  cache and written here.
 
 Defaults: ``refresh_interval_s`` 5 s (Linkerd's ``io.l5d.dnssrv`` ``refreshIntervalSeconds``),
 ``idle_ttl_s`` 600 s (Linkerd's ``bindingCache.idleTtlSecs``), ``resolve_timeout_s`` 10 s.
@@ -45,11 +44,8 @@ from shared import Addr, AddrFailed, Path
 from shared.fsformat import parse_ip
 from shared.inet_cache import (
     InetCache,
-    InetError,
     InetKey,
-    addr_from_getaddrinfo,
-    inet_error,
-    inet_timeout,
+    inet_outcome,
 )
 from shared.names import inet_addr
 
@@ -185,32 +181,17 @@ class InetResolver:
 
     async def _resolve(self, key: InetKey) -> None:
         host, port, _ = key
-        loop = asyncio.get_running_loop()
-        outcome: Addr | InetError
+        call = self._getaddrinfo(host, port)
+        got: list[tuple[Any, ...]] | BaseException
         try:
-            try:
-                infos = await asyncio.wait_for(
-                    self._getaddrinfo(host, port), timeout=self.resolve_timeout_s
-                )
-            except TimeoutError:  # before OSError: TimeoutError is one
-                outcome = inet_timeout(host, self.resolve_timeout_s)
-            except (OSError, UnicodeError, ValueError) as exc:
-                outcome = inet_error(host, exc)
-            else:
-                outcome = addr_from_getaddrinfo(host, port, infos)
-        except Exception as exc:
-            # A bug (e.g. in an injected getaddrinfo) fails this name like a transient DNS
-            # error, retried every interval, loudly; it must neither leave the name pending
-            # forever, nor stop the other names' refresh, nor spin (forgetting the entry
-            # would let a waiting binding re-create it and crash again at once).
-            log.exception("inet: resolving %s:%s failed", host, port)
-            outcome = InetError(f"resolving host {host!r} failed: {exc!r}", transient=True)
-        result = self._cache.resolved(key, loop.time(), outcome)
-        if result.warning is not None:
-            log.warning("inet: %s", result.warning)
-        if result.recovered:
-            log.info("inet: %s resolves again", host)
-        if result.changed:
+            got = await asyncio.wait_for(call, timeout=self.resolve_timeout_s)
+        except Exception as exc:  # TimeoutError too: every failure is the cache's to judge
+            got = exc
+        outcome = inet_outcome(host, port, got, self.resolve_timeout_s)
+        done = self._cache.resolved(key, asyncio.get_running_loop().time(), outcome)
+        for level, message in done.logs:
+            log.log(level, "inet: %s", message)
+        if done.changed:
             self.notifier.notify()
         self._wake.set()
 
