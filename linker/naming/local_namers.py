@@ -10,12 +10,15 @@ the interpreter knows when a cached binding may be stale and a waiting request w
     ``/$/inet/<host>/<port>`` and ``/$/fixedinet/...``. Numeric IPs are answered at once, with
     no DNS. A host name is ``pending`` on first ask and resolved in the background with
     ``trio.socket.getaddrinfo``; ``inet`` names are resolved again every
-    ``refresh_interval_s`` (default 5 s, Linkerd's DNS refresh), ``fixedinet`` ones never
-    again (Finagle's meaning of "fixed"). ``/$/inet/<port>`` means ``127.0.0.1:<port>``. A name
-    that does not exist is ``AddrFailed`` (it says why, where ``neg`` would not); a transient
-    DNS error keeps the last good answer, because dropping every endpoint on a DNS hiccup is
-    worse than routing to addresses that were right seconds ago. An entry nobody asked about
-    for ``idle_ttl_s`` (default 600 s) is dropped, so names seen once do not cost a task forever.
+    ``refresh_interval_s`` (default 5 s, Linkerd's DNS refresh), ``fixedinet`` ones until
+    their first good answer (Finagle's meaning of "fixed"). ``/$/inet/<port>`` means
+    ``127.0.0.1:<port>``. A name that does not exist is ``AddrFailed`` (it says why, where
+    ``neg`` would not); a transient DNS error keeps the last good answer, because dropping
+    every endpoint on a DNS hiccup is worse than routing to addresses that were right seconds
+    ago. An entry nobody asked about for ``idle_ttl_s`` (default 600 s) is dropped, so names
+    seen once do not cost a refresh forever. These rules are ``shared.inet_cache``'s, the
+    same namerd's resolver runs; this module only drives them with trio tasks and a timeout
+    (``resolve_timeout_s``, default 10 s).
 
 ``io.l5d.fs`` (:class:`FsNamer`)
     A directory with one file per service (``rootDir/users`` is ``/#/io.l5d.fs/users``). The
@@ -32,6 +35,7 @@ the interpreter knows when a cached binding may be stale and a waiting request w
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -43,21 +47,19 @@ from typing import Any, Final
 import trio
 
 from shared import (
-    ADDR_PENDING,
     Addr,
     AddrBound,
-    Address,
     AddrFailed,
     DtabParseError,
     Name,
     NameTree,
     Path,
 )
-from shared.fsformat import (
-    BAD_NAME_REASON,
-    FsDirectory,
-    FsScan,
-    parse_ip,
+from shared.fsformat import BAD_NAME_REASON, FsDirectory, FsScan
+from shared.inet_cache import (
+    InetCache,
+    InetKey,
+    inet_outcome,
 )
 from shared.names import inet_addr
 
@@ -87,10 +89,6 @@ DEFAULT_INET_REFRESH_INTERVAL_S: Final = 5.0
 DEFAULT_IDLE_TTL_S: Final = 600.0
 #: The longest wait for one ``getaddrinfo`` answer.
 DEFAULT_RESOLVE_TIMEOUT_S: Final = 10.0
-# getaddrinfo errors meaning "this name does not exist" rather than "DNS is unwell".
-_NAME_GONE: Final = frozenset(
-    c for c in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if c is not None
-)
 
 GetAddrInfo = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
 
@@ -125,25 +123,16 @@ class Changes:
 # -- /$/inet ------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Entry:
-    """One host:port being resolved, and what we know about it."""
-
-    host: str
-    port: int
-    fixed: bool
-    last_asked: float
-    addr: Addr = ADDR_PENDING
-    resolutions: int = 0
-    last_error: str | None = None
-
-
 async def _default_getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
     return list(await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
 
 
 class InetResolver:
     """Addresses of ``/$/inet`` and ``/$/fixedinet`` ids, answered from memory.
+
+    The cache's rules are ``shared.inet_cache``'s (namerd runs the same); this is their trio
+    driver: :meth:`run` polls the cache when it is due, when a new name is asked and when a
+    resolution ends, and starts one task per due name in its nursery.
 
     Args:
         changes: notified whenever an answer changes or an entry is dropped.
@@ -152,6 +141,9 @@ class InetResolver:
         resolve_timeout_s: the longest wait for one ``getaddrinfo``. Default 10 s.
         getaddrinfo: ``(host, port) -> getaddrinfo tuples``; default ``trio.socket``'s, TCP.
             Injectable so tests can make DNS slow or fail without touching the system.
+
+    Raises:
+        ValueError: an interval that is not > 0.
     """
 
     def __init__(
@@ -163,21 +155,17 @@ class InetResolver:
         resolve_timeout_s: float = DEFAULT_RESOLVE_TIMEOUT_S,
         getaddrinfo: GetAddrInfo | None = None,
     ) -> None:
-        for name, value in (
-            ("refresh_interval_s", refresh_interval_s),
-            ("idle_ttl_s", idle_ttl_s),
-            ("resolve_timeout_s", resolve_timeout_s),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self._cache = InetCache(
+            refresh_interval_s=refresh_interval_s,
+            idle_ttl_s=idle_ttl_s,
+            resolve_timeout_s=resolve_timeout_s,
+        )
         self.changes = changes
         self.refresh_interval_s = refresh_interval_s
         self.idle_ttl_s = idle_ttl_s
         self.resolve_timeout_s = resolve_timeout_s
         self._getaddrinfo = getaddrinfo or _default_getaddrinfo
-        self._entries: dict[tuple[str, int, bool], _Entry] = {}
-        self._nursery: trio.Nursery | None = None
-        self._unstarted: list[_Entry] = []  # asked before run() began
+        self._wake = trio.Event()
 
     # -- answering ------------------------------------------------------------------------------
     def addr(self, id: Path) -> Addr:
@@ -191,91 +179,47 @@ class InetResolver:
     def resolve(self, host: str, port: int, *, fixed: bool = False) -> Addr:
         """``host:port`` as an Addr: at once for an IP, else from the cache (``pending`` first).
 
-        Asking marks the entry as used, which keeps it (and its refresh) alive.
+        Asking marks the entry as used, which keeps it (and its refresh) alive. A name asked
+        before :meth:`run` began is resolved once it does.
         """
-        if not 0 <= port <= 65535:
-            return AddrFailed(f"port {port} out of range 0-65535")
-        ip = parse_ip(host)
-        if ip is not None:
-            return AddrBound(frozenset({Address(ip, port)}))
-        key = (host.lower(), port, fixed)
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = _Entry(host, port, fixed, trio.current_time())
-            self._entries[key] = entry
-            if self._nursery is not None:
-                self._nursery.start_soon(self._keep_fresh, key, entry)
-            else:
-                self._unstarted.append(entry)
-        else:
-            entry.last_asked = trio.current_time()
-        return entry.addr
+        answer = self._cache.ask(host, port, fixed, trio.current_time())
+        if answer.new:
+            self._wake.set()
+        return answer.addr
 
     # -- background -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Resolve and refresh names until cancelled."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for entry in self._unstarted:
-                key = (entry.host.lower(), entry.port, entry.fixed)
-                nursery.start_soon(self._keep_fresh, key, entry)
-            self._unstarted.clear()
             task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+            while True:
+                self._wake = trio.Event()
+                due = self._cache.poll(trio.current_time())
+                for key in due.resolve:
+                    nursery.start_soon(self._resolve, key)
+                if due.evicted:
+                    # A binding that still cares asks again and re-creates the entry.
+                    self.changes.notify()
+                with trio.move_on_at(math.inf if due.next_poll_s is None else due.next_poll_s):
+                    await self._wake.wait()
 
-    async def _keep_fresh(self, key: tuple[str, int, bool], entry: _Entry) -> None:
-        while True:
-            if await self._resolve_once(entry):
-                self.changes.notify()
-            if entry.fixed and isinstance(entry.addr, AddrBound):
-                # fixedinet: one good answer is kept; only idleness ends the entry.
-                while not await self._idle_after(entry, self.idle_ttl_s):
-                    pass
-                break
-            if await self._idle_after(entry, self.refresh_interval_s):
-                break
-        if self._entries.get(key) is entry:
-            del self._entries[key]
-            self.changes.notify()  # a binding that still cares asks again and re-creates it
-
-    async def _idle_after(self, entry: _Entry, delay_s: float) -> bool:
-        """Sleep ``delay_s``, then say whether nobody asked for ``entry`` for ``idle_ttl_s``."""
-        await trio.sleep(delay_s)
-        return trio.current_time() - entry.last_asked > self.idle_ttl_s
-
-    async def _resolve_once(self, entry: _Entry) -> bool:
-        """Resolve once; True if the answer changed."""
-        new: Addr
+    async def _resolve(self, key: InetKey) -> None:
+        host, port, _ = key
+        got: list[tuple[Any, ...]] | BaseException
         try:
             with trio.fail_after(self.resolve_timeout_s):
-                infos = await self._getaddrinfo(entry.host, entry.port)
+                got = await self._getaddrinfo(host, port)
         except trio.TooSlowError:
-            new = self._transient(entry, f"DNS lookup timed out after {self.resolve_timeout_s}s")
-        except socket.gaierror as err:
-            if err.errno in _NAME_GONE:
-                new = AddrFailed(f"host {entry.host!r} not found: {err.strerror or err}")
-                entry.last_error = str(new.cause)
-            else:
-                new = self._transient(entry, f"DNS lookup of {entry.host!r} failed: {err}")
-        except OSError as err:
-            new = self._transient(entry, f"DNS lookup of {entry.host!r} failed: {err}")
-        else:
-            ips = {str(info[4][0]).split("%", 1)[0] for info in infos}
-            new = AddrBound(frozenset(Address(ip, entry.port) for ip in ips))
-            entry.last_error = None
-        entry.resolutions += 1
-        if new == entry.addr:
-            return False
-        entry.addr = new
-        return True
-
-    def _transient(self, entry: _Entry, message: str) -> Addr:
-        entry.last_error = message
-        log.warning("%s (keeping the last answer if there is one)", message)
-        return entry.addr if isinstance(entry.addr, AddrBound) else AddrFailed(message)
+            got = TimeoutError()
+        except Exception as exc:  # every failure, bugs included, is the cache's to judge
+            got = exc
+        outcome = inet_outcome(host, port, got, self.resolve_timeout_s)
+        result = self._cache.resolved(key, trio.current_time(), outcome)
+        for level, message in result.logs:
+            log.log(level, "inet: %s", message)
+        if result.changed:
+            self.changes.notify()
+        self._wake.set()
 
     def state(self) -> dict[str, Any]:
         """What is cached, for admin and metrics."""
@@ -287,7 +231,7 @@ class InetResolver:
                     "resolutions": e.resolutions,
                     "last_error": e.last_error,
                 }
-                for e in self._entries.values()
+                for e in self._cache.entries()
             ]
         }
 

@@ -472,6 +472,30 @@ async def test_fixedinet_is_resolved_once(autojump_clock: trio.testing.MockClock
         assert dns.calls == ["db"]
 
 
+async def test_invalid_or_crashing_dns_fails_the_name_not_the_resolver(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    dns = FakeDns()
+    dns.answers["a..b"] = UnicodeError("label empty or too long")  # what idna raises
+    dns.answers["boom"] = RuntimeError("a bug in getaddrinfo")
+    dns.answers["ok"] = ["10.0.0.1"]
+    dtab = "/svc/bad => /$/inet/a..b/80; /svc/boom => /$/inet/boom/80; /svc/ok => /$/inet/ok/80"
+    async with running(dns_interp(dns, dtab, bind_timeout_s=2.0)) as interp:
+        dest = await interp.resolve(Path.read("/svc/bad"), NO_DTAB)
+        addr = dest.addrs[Path.read("/$/inet/a..b/80")]
+        assert addr == AddrFailed("invalid host name 'a..b': label empty or too long")
+        # A crash fails that name, is retried every interval, and leaves the others alone.
+        dest = await interp.resolve(Path.read("/svc/boom"), NO_DTAB)
+        addr = dest.addrs[Path.read("/$/inet/boom/80")]
+        assert addr == AddrFailed(
+            "resolving host 'boom' failed: RuntimeError('a bug in getaddrinfo')"
+        )
+        await trio.sleep(5.5)
+        assert dns.calls.count("boom") == 2
+        dest = await interp.resolve(Path.read("/svc/ok"), NO_DTAB)
+        assert endpoints(dest, "/$/inet/ok/80") == {("10.0.0.1", 80)}
+
+
 async def test_dns_that_never_answers_times_out(autojump_clock: trio.testing.MockClock) -> None:
     dns = FakeDns()  # no answers: hangs (the resolve timeout is 10 s, the bind timeout 2 s)
     interp = dns_interp(dns, "/svc => /$/inet/slow.internal/80", bind_timeout_s=2.0)
