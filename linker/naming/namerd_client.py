@@ -66,7 +66,7 @@ from urllib.parse import quote, urlencode
 import h11
 import trio
 
-from linker.naming.local_namers import Changes
+from linker.naming.local_namers import DEFAULT_IDLE_TTL_S, Changes
 from shared import (
     ADDR_PENDING,
     Addr,
@@ -119,8 +119,8 @@ DEFAULT_RETRY_MAX_S: Final = 5.0
 DEFAULT_FIRST_RETRY_S: Final = 0.2
 #: When a watch reaches namerd again, the others in backoff retry within this (spread).
 DEFAULT_REJOIN_JITTER_S: Final = 0.2
-#: A watch nobody used for this long is closed (Linkerd's ``bindingCache.idleTtlSecs``).
-DEFAULT_IDLE_TTL_S: Final = 600.0
+# A watch nobody used for DEFAULT_IDLE_TTL_S is closed: the same idle rule as the resolver
+# cache (Linkerd's ``bindingCache.idleTtlSecs``), so the one constant lives in local_namers.
 #: The longest wait for a TCP connection to one namerd address.
 DEFAULT_CONNECT_TIMEOUT_S: Final = 3.0
 #: A stream silent (no value, no heartbeat) for this long is re-opened.
