@@ -98,8 +98,9 @@ from linker.config.model import (
 from linker.config.prefix import StaticConfig, parse_static
 from linker.http.server import ServerLimits
 from linker.http.upstream import PoolLimits
-from linker.naming.interpreter import Interpreter, InterpreterConfigError, build_interpreter
-from linker.naming.namerd_client import parse_dst
+from linker.naming.contract import Interpreter, InterpreterConfigError
+from linker.naming.interpreter import build_interpreter
+from linker.naming.transport import parse_dst
 from linker.policy.accrual import build_accrual_factory
 from linker.policy.balancer import build_balancer
 from linker.policy.retries import build_retry_policy

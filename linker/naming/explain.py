@@ -6,7 +6,7 @@ is namerd's delegate JSON, made by ``shared.explain``:
 * A router bound by namerd (``io.l5d.namerd.http``) is explained by namerd's own delegate API
   (``/api/1/delegate/<namespace>``), with the router's dtab and the request's ``dtab``
   appended: exactly what the workers send when binding. namerd's addresses are the
-  interpreter's ``dst``, read by ``namerd_client.parse_dst`` (every form the interpreter
+  interpreter's ``dst``, read by ``transport.parse_dst`` (every form the interpreter
   accepts: ``/$/inet/h/p``, alternatives ``a | b``, lists), tried in order until one answers;
   each gets :data:`NAMERD_DELEGATE_TIMEOUT_S`.
 * A router with a local dtab is explained here by ``shared.explain`` through the configured
@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from linker.config.model import LinkerConfig, RouterConfig
 from linker.naming.local_namers import NamerConfigError, fs_namer_settings
-from linker.naming.namerd_client import DEFAULT_NAMESPACE, parse_dst
+from linker.naming.transport import DEFAULT_NAMESPACE, parse_dst
 from shared import (
     ADDR_PENDING,
     Addr,

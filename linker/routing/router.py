@@ -44,7 +44,7 @@ from linker.http import hop
 from linker.http.messages import Request, Response, bytes_body
 from linker.http.upstream import UpstreamPool
 from linker.metrics import Counter, Scope
-from linker.naming.interpreter import Destination, Interpreter, InterpreterError
+from linker.naming.contract import Destination, Interpreter, InterpreterError
 from linker.policy.classify import ResponseClass
 from linker.routing.deadline import (
     DEADLINE_HEADER,

@@ -24,14 +24,10 @@ import pytest
 import trio
 
 from linker.config.model import LinkerConfig, RouterConfig, ServerConfig
+from linker.naming.contract import BindFailure, BindTimeout, Destination
 from linker.naming.explain import make_delegate
-from linker.naming.interpreter import (
-    BindFailure,
-    BindTimeout,
-    Destination,
-    NamerdHttpInterpreter,
-    build_interpreter,
-)
+from linker.naming.interpreter import build_interpreter
+from linker.naming.namerd import NamerdHttpInterpreter
 from shared import AddrBound, Address, Bound, Dtab, Leaf, Path, show_tree
 
 from .conftest import FS_CONFIG
@@ -203,7 +199,7 @@ async def test_address_change_reaches_resolve(namerd: Namerd, disco: FsPath) -> 
             # 1 s clock, so the worker serving the addr stream can see the new file up to a poll
             # later than the one serving the bind stream: the addr watch, seeded bound from the
             # bind tree, then gets that worker's neg, and only after its next poll the
-            # addresses again (bound -> neg -> bound; "Seeding" in namerd_client.py). An
+            # addresses again (bound -> neg -> bound; "Seeding" in watches.py). An
             # in-place rewrite can also be read half done (bound, no endpoints).
             want = {("127.0.0.1", p) for p in ports}
 

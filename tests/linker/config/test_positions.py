@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from linker.config.load import parse_config, router_interpreter
-from linker.naming.interpreter import NamerdHttpInterpreter
+from linker.naming.namerd import NamerdHttpInterpreter
 from shared.configtree import Pos, Section, directory_problem, load_located_yaml, locate
 
 TEXT = """\

@@ -19,26 +19,19 @@ import pytest
 import trio
 import trio.testing
 
-from linker.naming.interpreter import (
-    BindFailure,
-    BindTimeout,
-    DefaultInterpreter,
-    Destination,
-    InterpreterConfigError,
-    NamerdHttpInterpreter,
-    build_interpreter,
-)
+from linker.naming.contract import BindFailure, BindTimeout, Destination, InterpreterConfigError
+from linker.naming.default import DefaultInterpreter
+from linker.naming.interpreter import build_interpreter
 from linker.naming.local_namers import Changes, NamerConfigError
-from linker.naming.namerd_client import (
-    DEFAULT_FIRST_RETRY_S,
-    DEFAULT_RETRY_BASE_S,
-    DEFAULT_RETRY_MAX_S,
+from linker.naming.namerd import NamerdHttpInterpreter
+from linker.naming.transport import (
     BindError,
     BindValue,
     decode_addr_line,
     decode_bind_line,
     parse_dst,
 )
+from linker.naming.watches import DEFAULT_FIRST_RETRY_S, DEFAULT_RETRY_BASE_S, DEFAULT_RETRY_MAX_S
 from shared import (
     ADDR_NEG,
     AddrBound,

@@ -1,18 +1,12 @@
-"""The ``io.l5d.namerd.http`` interpreter's transport: namerd watch streams over trio + h11.
+"""The namerd watch registry: every namerd watch stream of one worker, shared and kept alive.
 
-What it does (docs/linkerd-compat.md, Interpreters; and where we differ, why):
+What :class:`NamerdClient` does (docs/linkerd-compat.md, Interpreters; and where we differ,
+why); the wire side (addresses, requests, the stream format) is ``transport.py``'s:
 
-* **Watches.** ``GET /api/1/bind/<ns>?path=<p>&dtab=<local dtab>&watch=1`` per distinct
-  (path, local dtab) and ``GET /api/1/addr/<ns>?path=<id>&watch=1`` per bound id seen in any
-  bind tree. Each is ONE long-lived HTTP/1.1 connection shared by every request of the worker:
-  the first caller creates the watch, later ones read its current value from memory.
-* **Stream format.** A chunked body of JSON values, one per line; a blank line is a heartbeat
-  (our namerd sends one every ``watchHeartbeatMs``); ``{"type":"exception",...}`` on a bind
-  stream means "binding failed" and is kept as a failure state (:class:`BindError`) until a
-  good tree replaces it, so a dtab that loops is reported (502 naming the loop) rather than
-  silently ignored. A line that is not JSON (Linkerd's namerd writes its error as plain text
-  and closes the stream) is a failure with that text: :class:`BindError` on a bind stream,
-  ``AddrFailed`` on an addr stream.
+* **Watches.** One bind watch per distinct (path, local dtab) and one addr watch per bound id
+  seen in any bind tree. Each is ONE long-lived HTTP/1.1 connection shared by every request of
+  the worker: the first caller creates the watch, later ones read its current value from
+  memory.
 * **Seeding.** namerd puts each leaf's addr inline in the bind tree. Linkerd ignores it and
   waits for its own addr watch; we use it as the addr watch's first value when that watch has
   none yet, so a cold name costs one round trip instead of two. The addr watch's own values
@@ -23,7 +17,8 @@ What it does (docs/linkerd-compat.md, Interpreters; and where we differ, why):
 * **Last-known state.** A value stays until namerd sends another one: a closed stream, a
   refused connection or a namerd restart keeps it (Linkerd's behaviour; no expiry).
   Reconnected streams start with namerd's *current* value, so changes made while we were away
-  are picked up on reconnect.
+  are picked up on reconnect. Other workers' last-known answers (``last_known.py``) are used
+  only by a watch that has no value and cannot reach namerd.
 * **Reconnects, forever.** A stream that had connected and then ended (namerd restart, EOF,
   reset) is re-opened after ``first_retry_s`` (default 0.2 s, jittered): Linkerd re-sends at
   once, we wait a moment so a namerd that accepts and closes cannot make us spin. Failures to
@@ -43,8 +38,6 @@ What it does (docs/linkerd-compat.md, Interpreters; and where we differ, why):
   ``bindingCache.idleTtlSecs``) is closed, and at most ``max_watches`` (default 1000, Linkerd's
   binding cache size) of each kind are kept, least recently used first out, so random
   per-request dtabs cannot open connections without bound.
-* **namerd addresses.** ``dst`` is a list of (host, port) tried in order on every (re)connect,
-  each bounded by ``connect_timeout_s`` (default 3 s).
 
 Everything runs in the nursery of :meth:`NamerdClient.run`; callers (request tasks of the same
 trio run) only read memory and wait on :attr:`NamerdClient.changes`.
@@ -52,11 +45,8 @@ trio run) only read memory and wait on :attr:`NamerdClient.changes`.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,48 +57,42 @@ import h11
 import trio
 
 from linker.naming.local_namers import DEFAULT_IDLE_TTL_S, Changes
+from linker.naming.transport import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_NAMESPACE,
+    BindError,
+    BindValue,
+    NamerdError,
+    connect,
+    decode_addr_line,
+    decode_bind_line,
+    watch_request,
+)
 from shared import (
     ADDR_PENDING,
     Addr,
     AddrBound,
     AddrFailed,
     AddrPending,
-    Bound,
-    DtabParseError,
-    NameTree,
     Path,
-    SharedError,
     leaves,
-    read_name_tree,
     show_tree,
 )
 from shared.backoff import backoff_s
-from shared.wire import addr_from_json, bound_tree_from_json
 
 __all__ = [
-    "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_FIRST_RETRY_S",
-    "DEFAULT_IDLE_TTL_S",
     "DEFAULT_MAX_WATCHES",
-    "DEFAULT_NAMESPACE",
     "DEFAULT_REQUEST_TIMEOUT_S",
     "DEFAULT_RETRY_BASE_S",
     "DEFAULT_RETRY_MAX_S",
     "DEFAULT_STREAM_IDLE_TIMEOUT_S",
-    "BindError",
-    "BindValue",
     "NamerdClient",
-    "NamerdError",
     "Watch",
-    "decode_addr_line",
-    "decode_bind_line",
-    "parse_dst",
-    "tree_ids",
 ]
 
 log = logging.getLogger("linker.namerd")
 
-DEFAULT_NAMESPACE: Final = "default"
 #: ``retry.baseSeconds``: the second retry waits this long (then it doubles). Linkerd: 5 s.
 DEFAULT_RETRY_BASE_S: Final = 0.5
 #: ``retry.maxSeconds``: the longest wait between two connection attempts. Linkerd: 600 s,
@@ -121,8 +105,6 @@ DEFAULT_FIRST_RETRY_S: Final = 0.2
 DEFAULT_REJOIN_JITTER_S: Final = 0.2
 # A watch nobody used for DEFAULT_IDLE_TTL_S is closed: the same idle rule as the resolver
 # cache (Linkerd's ``bindingCache.idleTtlSecs``), so the one constant lives in local_namers.
-#: The longest wait for a TCP connection to one namerd address.
-DEFAULT_CONNECT_TIMEOUT_S: Final = 3.0
 #: A stream silent (no value, no heartbeat) for this long is re-opened.
 DEFAULT_STREAM_IDLE_TIMEOUT_S: Final = 60.0
 #: The longest wait for the body of namerd's refusal of a watch (it is kept as the error).
@@ -133,123 +115,7 @@ DEFAULT_MAX_WATCHES: Final = 1000
 #: A single streamed value larger than this is refused (protects the worker's memory).
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024
 _RECEIVE_BYTES: Final = 64 * 1024
-_USER_AGENT: Final = "l5py-linker (io.l5d.namerd.http)"
 
-
-class NamerdError(Exception):
-    """Talking to namerd failed (connect, protocol, status, timeout); the message says how.
-
-    ``status`` is namerd's HTTP status when it answered with something other than 200.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-# -- pure helpers -------------------------------------------------------------------------------
-
-
-def parse_dst(dst: str | Sequence[str]) -> list[tuple[str, int]]:
-    """namerd's addresses from the interpreter's ``dst``, in the order to try them.
-
-    ``dst`` is a Finagle path ``/$/inet/<host>/<port>``, a name tree of such paths
-    (``/$/inet/a/4180 | /$/inet/b/4180``: leaves in order), or a list of them.
-
-    Raises:
-        ValueError: anything that is not ``/$/inet/<host>/<port>`` (other namers would need
-            the linker's own namers to find namerd, which we do not do).
-    """
-    texts = [dst] if isinstance(dst, str) else list(dst)
-    if not texts:
-        raise ValueError("dst must name at least one namerd, e.g. /$/inet/127.0.0.1/4180")
-    out: list[tuple[str, int]] = []
-    for text in texts:
-        if not isinstance(text, str):
-            raise ValueError(f"dst must be a path such as /$/inet/namerd/4180, got {text!r}")
-        try:
-            tree = read_name_tree(text)
-        except DtabParseError as err:
-            raise ValueError(f"dst {text!r} is not a path: {err}") from err
-        for path in leaves(tree):
-            labels = path.labels
-            ok = len(labels) == 4 and labels[0] == b"$" and labels[1] in (b"inet", b"fixedinet")
-            port = labels[3].decode("ascii", "replace") if ok else ""
-            if not ok or not port.isdigit() or not 0 < int(port) <= 65535:
-                raise ValueError(
-                    f"dst {path.show()} must be /$/inet/<host>/<port>, e.g. /$/inet/127.0.0.1/4180"
-                )
-            host = labels[2].decode("utf-8", "replace")
-            if (host, int(port)) not in out:
-                out.append((host, int(port)))
-    if not out:
-        raise ValueError(f"dst {dst!r} names no namerd address")
-    return out
-
-
-@dataclass(frozen=True)
-class BindValue:
-    """A bind tree from namerd, and the addrs namerd showed inline per bound id."""
-
-    tree: NameTree[Bound]
-    inline_addrs: Mapping[Path, Addr]
-
-
-@dataclass(frozen=True)
-class BindError:
-    """namerd said binding fails (or sent something we cannot read); ``message`` says why."""
-
-    message: str
-
-
-def _json(line: bytes) -> Any:
-    return json.loads(line.decode("utf-8"))
-
-
-def decode_bind_line(line: bytes) -> BindValue | BindError:
-    """One bind-stream value. Never raises: what cannot be read becomes a :class:`BindError`."""
-    try:
-        value = _json(line)
-    except (UnicodeDecodeError, ValueError):
-        text = line.decode("utf-8", "replace").strip()
-        return BindError(f"namerd: {text}" if text else "namerd sent an empty error")
-    if isinstance(value, dict) and value.get("type") == "exception":
-        message = value.get("message")
-        return BindError(str(message) if message else "namerd reported a binding failure")
-    try:
-        tree, addrs = bound_tree_from_json(value)
-    except (SharedError, RecursionError) as err:
-        return BindError(f"namerd sent a bind tree we cannot read: {err}")
-    return BindValue(tree, addrs)
-
-
-def decode_addr_line(line: bytes) -> Addr:
-    """One addr-stream value. Never raises: what cannot be read becomes ``AddrFailed``."""
-    try:
-        value = _json(line)
-    except (UnicodeDecodeError, ValueError):
-        text = line.decode("utf-8", "replace").strip()
-        return AddrFailed(f"namerd: {text}" if text else "namerd sent an empty error")
-    try:
-        return addr_from_json(value)
-    except SharedError as err:
-        return AddrFailed(f"namerd sent an addr we cannot read: {err}")
-
-
-def _connect_error(err: OSError) -> str:
-    """The useful part of a connect error: trio wraps the per-address ones in a group."""
-    causes = getattr(err.__cause__, "exceptions", None) or (err,)
-    # trio's per-address errors read "Error connecting to (...): Connection refused"; the
-    # address is already in our message, so keep the reason only.
-    reasons = {
-        os.strerror(c.errno) if c.errno else (c.strerror or str(c))
-        for c in causes
-        if isinstance(c, OSError)
-    }
-    return ", ".join(sorted(reasons)) or str(err)
-
-
-# -- watches ------------------------------------------------------------------------------------
 
 WatchStatus = Literal["connecting", "connected", "retrying", "closed"]
 
@@ -331,7 +197,8 @@ class NamerdClient:
         dst: namerd addresses, tried in order.
         namespace: the namerd namespace (dtab) to bind in. Default ``default``.
         retry_base_s / retry_max_s: the exponential backoff (Linkerd's ``retry``); defaults
-            5 s and 600 s. ``first_retry_s``: the first, quick retry; default 0.2 s.
+            0.5 s and 5 s (Linkerd's: 5 s and 600 s). ``first_retry_s``: the first, quick
+            retry; default 0.2 s.
         idle_ttl_s: close watches unused this long. Default 600 s.
         connect_timeout_s: per namerd address. Default 3 s.
         stream_idle_timeout_s: re-open a stream silent this long. Default 60 s.
@@ -550,30 +417,6 @@ class NamerdClient:
                     await trio.sleep(self._rand() * self.rejoin_jitter_s)
                 watch.reconnects += 1
 
-    async def _connect(self) -> tuple[trio.SocketStream, tuple[str, int]]:
-        errors: list[str] = []
-        for host, port in self.dst:
-            try:
-                with trio.fail_after(self.connect_timeout_s):
-                    stream = await trio.open_tcp_stream(host, port)
-            except trio.TooSlowError:
-                errors.append(f"{host}:{port}: connect timed out after {self.connect_timeout_s}s")
-                continue
-            except OSError as err:
-                errors.append(f"{host}:{port}: {_connect_error(err)}")
-                continue
-            # Keepalive lets the kernel notice a peer that vanished without a FIN.
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            return stream, (host, port)
-        raise NamerdError("cannot connect to namerd: " + "; ".join(errors))
-
-    def _request(self, target: str, host: str, port: int, *, close: bool) -> h11.Request:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        headers = [("Host", authority), ("Accept", "application/json"), ("User-Agent", _USER_AGENT)]
-        if close:
-            headers.append(("Connection", "close"))
-        return h11.Request(method="GET", target=target, headers=headers)
-
     async def _stream(self, watch: Watch) -> bool:
         """Stream ``watch`` until namerd ends it; True if a 200 response was received.
 
@@ -581,13 +424,13 @@ class NamerdClient:
             NamerdError: connecting failed, namerd did not answer 200, the stream broke or
                 went silent for ``stream_idle_timeout_s``.
         """
-        stream, dst = await self._connect()
+        stream, dst = await connect(self.dst, self.connect_timeout_s)
         watch.dst = dst
         async with stream:
             conn = h11.Connection(h11.CLIENT)
             try:
                 await stream.send_all(
-                    conn.send(self._request(watch.target, *dst, close=False))
+                    conn.send(watch_request(watch.target, *dst, close=False))
                     + (conn.send(h11.EndOfMessage()) or b"")
                 )
                 buf = bytearray()
@@ -768,11 +611,3 @@ class NamerdClient:
             "bind": [w.describe() for w in binds],
             "addr": [w.describe() for w in addrs],
         }
-
-
-def tree_ids(tree: NameTree[Bound]) -> list[Path]:
-    """The bound ids in ``tree``, in order, without repeats."""
-    seen: dict[Path, None] = {}
-    for b in leaves(tree):
-        seen.setdefault(b.id, None)
-    return list(seen)
