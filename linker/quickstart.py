@@ -179,17 +179,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        print("\nquickstart: stopping...", flush=True)
-        for _name, proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in reversed(procs):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+        print("\nquickstart: stopping... (Ctrl-C again to kill at once)", flush=True)
+        _stop(procs)
     return 0
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """SIGTERM every process group and wait for each to drain; SIGKILL what is left after 20 s,
+    or at once on a second Ctrl-C (a terminal sends one to the whole group, often twice)."""
+    for _name, proc in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        for _name, proc in reversed(procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(20)
+    except KeyboardInterrupt:
+        print("quickstart: killing what is left", flush=True)
+    for _name, proc in reversed(procs):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 GUIDE = """
