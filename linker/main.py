@@ -176,12 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     def reload() -> LinkerConfig:
         return load_config(path, workers=args.workers)
 
+    def delegate(path_text: str, extra_text: str, label: str | None) -> tuple[int, str]:
+        # Explain with the config the workers route by: after a SIGHUP reload, the new one.
+        live = master.config if master is not None else config
+        return make_delegate(live)(path_text, extra_text, label)
+
     admin = AdminServer(
         config.admin.ip,
         config.admin.port,
         metrics_dir=metrics_dir,
         config_json=current_config,
-        delegate=make_delegate(config),
+        delegate=delegate,
         on_shutdown=lambda: master.request_shutdown() if master is not None else None,
         master_stats=lambda: master.stats() if master is not None else {},
     )

@@ -436,3 +436,23 @@ def test_clear_context_and_two_routers(tmp_path: Path) -> None:
             assert edge.headers["x-backend"] == "x"  # stripped on the untrusted edge
             cfg = httpx.get(f"{lk.admin}/config.json").json()
             assert [r["label"] for r in cfg["routers"]] == ["outgoing", "edge"]
+
+
+def test_delegator_follows_a_reloaded_config(tmp_path: Path) -> None:
+    """/delegator.json explains with the dtab the workers route by, also after a SIGHUP."""
+    router = "  dtab: /svc/app => /$/inet/127.0.0.1/1111;\n"
+    with running_linker(tmp_path, router, workers=1) as lk:
+
+        def explained() -> str:
+            r = httpx.get(f"{lk.admin}/delegator.json", params={"path": "/svc/app"}, timeout=5)
+            return r.text
+
+        assert "1111" in explained()
+        cfg = tmp_path / "linker.yaml"
+        cfg.write_text(cfg.read_text().replace("1111", "2222"))
+        lk.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: "2222" in json.dumps(httpx.get(f"{lk.admin}/config.json").json()), "reload"
+        )
+        assert "2222" in explained()
+        assert "1111" not in explained()
