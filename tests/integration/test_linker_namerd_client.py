@@ -29,6 +29,7 @@ from linker.naming.explain import make_delegate
 from linker.naming.interpreter import build_interpreter
 from linker.naming.namerd import NamerdHttpInterpreter
 from shared import AddrBound, Address, Bound, Dtab, Leaf, Path, show_tree
+from tests import trio_wait
 
 from .conftest import FS_CONFIG
 from .namerd_proc import START_TIMEOUT_S, Namerd, free_port, start_namerd, write_config
@@ -62,17 +63,8 @@ def open_watches(nd: Namerd) -> float:
 
 
 async def eventually(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = trio.current_time() + timeout_s
-    while True:
-        value = check()
-        if hasattr(value, "__await__"):
-            value = await value
-        if value:
-            return value
-        if trio.current_time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await trio.sleep(0.05)
+    """Poll ``check`` until it holds; namerd subprocesses answer in tens of ms, so poll slower."""
+    return await trio_wait.eventually(check, what, timeout_s, interval_s=0.05)
 
 
 async def watches_become(nd: Namerd, n: float) -> None:

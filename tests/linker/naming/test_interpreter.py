@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path as FsPath
 from typing import Any
@@ -45,6 +45,7 @@ from shared import (
     show_tree,
 )
 from shared.backoff import backoff_s
+from tests.trio_wait import eventually
 
 SVC_USERS = Path.read("/svc/users")
 NO_DTAB = Dtab.empty()
@@ -56,19 +57,6 @@ async def running(interp: Any) -> AsyncIterator[Any]:
         await nursery.start(interp.run)
         yield interp
         nursery.cancel_scope.cancel()
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout_s: float = 5.0) -> Any:
-    deadline = trio.current_time() + timeout_s
-    while True:
-        value = check()
-        if hasattr(value, "__await__"):
-            value = await value
-        if value:
-            return value
-        if trio.current_time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await trio.sleep(0.02)
 
 
 def endpoints(dest: Destination, id: str) -> set[tuple[str, int]]:
