@@ -1,7 +1,16 @@
-"""Everything one namerd worker process holds: store, namers, interpreter, caches, shutdown.
+"""Everything one namerd worker process holds: store, namers, interpreter, caches, watches.
 
 One :class:`Runtime` is created per worker in the ASGI lifespan (after gunicorn forks, so no
 Redis connection or asyncio task crosses a fork) and closed on shutdown.
+
+Watches. Every ``watch=1`` stream of the worker is a subscriber of a :class:`SharedWatch`,
+found by key in :class:`SharedWatches`: streams with the same key (resource, namespace, path,
+local dtab, media type) share one task that renders the answer once per change and publishes
+it; each stream sends the newest value it has not sent yet (``namerd.http.streaming``). The
+task listens only to the Notifier topics its answer depends on: ``("dtab", <ns>)``, which the
+:class:`DtabCache` notifies when that namespace's dtab changes, and ``("names", ...)`` for the
+namers, DNS and the address mirror. So 40 streams of one bind cost one bind per change, and a
+write to namespace B costs nothing to the watches of namespace A.
 """
 
 from __future__ import annotations
@@ -10,8 +19,10 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -22,16 +33,35 @@ from namerd.metrics import Metrics
 from namerd.naming.interpreter import Interpreter
 from namerd.naming.namers import build_namer
 from namerd.naming.namers.addr_mirror import AddrMirror
-from namerd.naming.namers.base import Namer, Notifier
+from namerd.naming.namers.base import INET_TOPIC, MIRROR_TOPIC, Namer, Notifier, Topic
 from namerd.naming.namers.inet import InetResolver
+from namerd.storage.pubsub import Signal
 from namerd.storage.store import RedisDtabStore, VersionedDtab
 from shared import Dtab, DtabParseError
 
-__all__ = ["DtabCache", "Runtime", "parse_stored"]
+__all__ = [
+    "DTAB_LIST_TOPIC",
+    "DtabCache",
+    "Runtime",
+    "SharedWatch",
+    "SharedWatches",
+    "WatchSource",
+    "dtab_topic",
+    "parse_stored",
+]
 
 log = logging.getLogger("namerd")
 
 _PARSED_MAX = 1024
+
+
+def dtab_topic(namespace: str) -> Topic:
+    """The Notifier topic of one namespace's stored dtab (notified by the DtabCache)."""
+    return ("dtab", namespace)
+
+
+#: The Notifier topic of the list of namespaces (notified by the dtab list stream's follower).
+DTAB_LIST_TOPIC: Topic = ("dtabs",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +103,9 @@ class DtabCache:
     """Live dtabs of the namespaces that watch streams are using, fed by store watches.
 
     Each namespace in use has one store watch (one shared Redis subscription underneath);
-    every change bumps the Notifier so bind/resolve streams re-render. The watch is dropped
-    when the last user leaves, so nothing lingers after clients disconnect.
+    every change notifies the namespace's topic (``dtab_topic``), so the watches of that
+    namespace re-render and no others. The watch is dropped when the last user leaves, so
+    nothing lingers after clients disconnect.
     """
 
     def __init__(self, store: RedisDtabStore, notifier: Notifier) -> None:
@@ -117,13 +148,164 @@ class DtabCache:
                 ready = self._ready.get(namespace)
                 if ready is not None:
                     ready.set()
-                self.notifier.notify()
+                self.notifier.notify(*dtab_topic(namespace))
 
     async def aclose(self) -> None:
         """Stop every watch."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
         await cancel_and_wait(tasks)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSource:
+    """What one distinct watch computes, and what its answer depends on.
+
+    Two streams whose keys are equal must be equivalent sources: the key holds everything
+    that changes the output (resource, namespace, path, local dtab, media type).
+
+    Attributes:
+        render: one complete line (value + ``\\n``), or None while there is nothing to send.
+            Synchronous work plus awaits is fine; it runs in the watch's own task.
+        topics: the Notifier topics whose changes may change the answer (``()``: any change).
+        hold: what the watch holds while it runs, entered before the first render (e.g.
+            ``DtabCache.using(ns)``, which keeps the namespace's dtab live and waits for it).
+        follow: a coroutine run for the watch's lifetime that notifies on changes of its own
+            (e.g. a store watch of the namespace list).
+    """
+
+    render: Callable[[], Awaitable[str | None]]
+    topics: frozenset[Topic]
+    hold: Callable[[], AbstractAsyncContextManager[None]] | None = None
+    follow: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+
+class SharedWatch:
+    """One distinct watch: one task computes its answer; every stream of it reads ``value``.
+
+    ``seq`` moves each time ``value`` changes (never for a repeat). A stream remembers the
+    ``seq`` it last read and waits in ``wait_changed``; a slow stream simply reads the newest
+    value when it gets round to it, so nothing queues and nobody waits for it. If ``render``
+    raises, the error is kept in ``error`` and every stream of the watch re-raises it.
+    """
+
+    def __init__(self, key: Hashable, source: WatchSource) -> None:
+        self.key = key
+        self.source = source
+        self.refs = 0
+        self.value: str | None = None
+        self.seq = 0
+        self.error: BaseException | None = None
+        self._changed = Signal()
+        self._kick = asyncio.Event()
+        self._dirty = False
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<SharedWatch {self.key!r} refs={self.refs} seq={self.seq}>"
+
+    async def wait_changed(self, seen: int) -> None:
+        """Return once ``seq`` differs from ``seen`` (at once if it already does)."""
+        while self.seq == seen:
+            await self._changed.wait()
+
+    def mark_dirty(self) -> None:
+        """A topic of this watch changed: render again (coalesced, never queued)."""
+        self._dirty = True
+        self._kick.set()
+
+    def _publish(self, value: str | None) -> None:
+        if self.seq == 0 or value != self.value:
+            self.value = value
+            self.seq += 1
+            self._changed.fire()
+
+
+class SharedWatches:
+    """The worker's distinct watches, by key: one computation per key, shared by its streams.
+
+    ``acquire(key, make_source)`` returns the watch of ``key`` with one more stream, starting
+    it (with ``make_source()``) if it is new; ``release`` takes the stream away, and the last
+    one cancels the task, which stops listening and releases what it held (the namespace in
+    the ``DtabCache``). The task renders once at start and once per change of one of its topics
+    (changes that arrive while it renders make exactly one more render), so a change costs one
+    render per distinct watch, whatever the number of streams.
+
+    Metrics: ``watches/renders`` counts renders (each a bind, for a bind watch),
+    ``watches/distinct`` is the number of distinct watches alive.
+    """
+
+    def __init__(self, notifier: Notifier, metrics: Metrics) -> None:
+        self.notifier = notifier
+        self.metrics = metrics
+        self._watches: dict[Hashable, SharedWatch] = {}
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def acquire(self, key: Hashable, make_source: Callable[[], WatchSource]) -> SharedWatch:
+        """The watch of ``key``, with one more stream; started if it is new."""
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = SharedWatch(key, make_source())
+            watch.task = asyncio.create_task(self._run(watch), name=f"shared-watch:{key!r}")
+            self._watches[key] = watch
+            self.metrics.set("watches/distinct", len(self._watches))
+        watch.refs += 1
+        return watch
+
+    async def release(self, watch: SharedWatch) -> None:
+        """One stream fewer; the last one stops the watch and waits until it has stopped."""
+        watch.refs -= 1
+        if watch.refs > 0:
+            return
+        if self._watches.get(watch.key) is watch:
+            del self._watches[watch.key]
+            self.metrics.set("watches/distinct", len(self._watches))
+        if watch.task is not None:
+            await cancel_and_wait([watch.task])
+
+    async def aclose(self) -> None:
+        """Stop every watch (their streams end on the shutdown flag)."""
+        watches = list(self._watches.values())
+        self._watches.clear()
+        self.metrics.set("watches/distinct", 0)
+        await cancel_and_wait([w.task for w in watches if w.task is not None])
+
+    async def _run(self, watch: SharedWatch) -> None:
+        source = watch.source
+        follower: asyncio.Task[None] | None = None
+        held = source.hold() if source.hold is not None else contextlib.nullcontext()
+        stop_listening = self.notifier.listen(source.topics, watch.mark_dirty)
+        try:
+            async with held:
+                if source.follow is not None:
+                    follower = asyncio.create_task(source.follow(), name=f"follow:{watch.key!r}")
+                while True:
+                    # Cleared before rendering: a change while an async render awaits makes
+                    # one more pass, so the last change is always rendered.
+                    watch._dirty = False
+                    watch._kick.clear()
+                    self.metrics.inc("watches/renders")
+                    value = await source.render()
+                    watch._publish(value)
+                    if not watch._dirty:
+                        await watch._kick.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # The streams re-raise it, as they did when each rendered for itself; the next
+            # stream with this key starts afresh.
+            watch.error = err
+            watch.seq += 1
+            watch._changed.fire()
+            if self._watches.get(watch.key) is watch:
+                del self._watches[watch.key]
+                self.metrics.set("watches/distinct", len(self._watches))
+        finally:
+            stop_listening()
+            if follower is not None:
+                await cancel_and_wait([follower])
 
 
 class Runtime:
@@ -141,6 +323,7 @@ class Runtime:
         self.inet: InetResolver
         self.interpreter: Interpreter
         self.dtabs: DtabCache
+        self.watches: SharedWatches
 
     async def start(self) -> None:
         """Connect to Redis and start the namers (their initial state is loaded on return)."""
@@ -155,23 +338,30 @@ class Runtime:
                 raise StorageError("no Redis URL: the embedded redis-server was not started")
             self.store = RedisDtabStore.from_url(url, key_prefix=storage.key_prefix)
         self.redis = self.store.redis
-        self.inet = InetResolver(self.notifier)
+        self.inet = InetResolver(self.notifier.channel(*INET_TOPIC))
         await self.inet.start()
         for nc in self.config.namers:
             namer = build_namer(nc.kind, nc.prefix, nc.options, self.notifier, self.redis)
             await namer.start()
             self.namers.append(namer)
-        self.mirror = AddrMirror(self.redis, key_prefix=storage.key_prefix, notifier=self.notifier)
+        self.mirror = AddrMirror(
+            self.redis,
+            key_prefix=storage.key_prefix,
+            notifier=self.notifier.channel(*MIRROR_TOPIC),
+        )
         try:
             await self.mirror.start()
         except Exception as err:  # Redis down at boot: serve from local namers alone
             log.warning("address mirror unavailable, continuing without it: %s", err)
         self.interpreter = Interpreter(self.namers, self.inet, mirror=self.mirror)
         self.dtabs = DtabCache(self.store, self.notifier)
+        self.watches = SharedWatches(self.notifier, self.metrics)
 
     async def aclose(self) -> None:
         """Release every resource; safe to call after a partial start."""
         self.shutdown.set()
+        if hasattr(self, "watches"):
+            await self.watches.aclose()
         if hasattr(self, "dtabs"):
             await self.dtabs.aclose()
         for namer in reversed(self.namers):

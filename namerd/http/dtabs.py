@@ -38,7 +38,7 @@ from namerd.http.resource import (
     namespace_of,
     truthy,
 )
-from namerd.runtime import ParsedDtab, parse_stored
+from namerd.runtime import DTAB_LIST_TOPIC, ParsedDtab, dtab_topic, parse_stored
 from shared import Dtab, DtabParseError
 from shared.wire import WireFormatError, dtab_from_json, dtab_to_json
 
@@ -110,7 +110,7 @@ class DtabList(Resource):
                 return json_line(await store.list_namespaces())
 
             # A store watch on the list wakes the notifier while this stream is open.
-            self.stream(req, resp, render, follow=self._follow_list)
+            self.stream(req, resp, render, follow=self._follow_list, topics=[DTAB_LIST_TOPIC])
             return
         resp.content_type = JSON
         resp.text = json_line(await self.rt.store.list_namespaces())
@@ -118,7 +118,7 @@ class DtabList(Resource):
     async def _follow_list(self) -> None:
         async with self.rt.store.watch_list() as updates:
             async for _ in updates:
-                self.rt.notifier.notify()
+                self.rt.notifier.notify(*DTAB_LIST_TOPIC)
 
     # namerd serves the list whatever the method.
     on_head = on_get
@@ -145,7 +145,9 @@ class DtabItem(Resource):
                 parsed = parse_stored(ns, cache.current(ns))
                 return None if parsed is None else self._render(media, parsed)
 
-            self.stream(req, resp, render, namespace=ns, content_type=media)
+            self.stream(
+                req, resp, render, namespace=ns, content_type=media, topics=[dtab_topic(ns)]
+            )
             return
         parsed = await self.rt.dtab(ns)
         if parsed is None:

@@ -25,7 +25,7 @@ on bind streams, an addr ``{"type":"failed","cause":..}`` on resolve streams.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import falcon.asgi
@@ -42,6 +42,16 @@ from namerd.http.resource import (
     parse_path_param,
     truthy,
 )
+from namerd.naming.namers.base import (
+    INET_TOPIC,
+    MIRROR_TOPIC,
+    NAMERS_TOPIC,
+    NAMES_TOPIC,
+    Namer,
+    Topic,
+    namer_topic,
+)
+from namerd.runtime import dtab_topic
 from shared import (
     ADDR_PENDING,
     Addr,
@@ -58,6 +68,23 @@ from shared import (
 from shared.wire import addr_to_json, bound_tree_to_json, delegate_tree_to_json, encode
 
 __all__ = ["AddrResource", "Bind", "BoundNames", "Delegate", "DelegateNoNs", "Resolve"]
+
+
+def _name_topics(ns: str) -> list[Topic]:
+    """What a bind or resolve of ``ns`` depends on: its dtab and whatever names resolve
+    through. Any namer's change wakes it: which namers a bind asks is not recorded."""
+    return [dtab_topic(ns), NAMES_TOPIC]
+
+
+def _addr_topics(namers: Sequence[Namer], bound_id: Path) -> list[Topic]:
+    """What ``addr(bound_id)`` depends on: the namer that owns the id (DNS for ``/$``) and the
+    address mirror; every name source for an id it cannot place (e.g. a ``/%`` transformer)."""
+    for namer in namers:
+        if bound_id.startswith(namer.prefix):
+            return [namer_topic(namer.prefix), MIRROR_TOPIC]
+    if bound_id.labels[:1] == (b"$",):
+        return [INET_TOPIC, MIRROR_TOPIC]
+    return [NAMES_TOPIC]
 
 
 def _addr_line(addr: Addr) -> str | None:
@@ -91,7 +118,14 @@ class Bind(Resource):
             async def render_watch() -> str | None:
                 return render_tree(self.live(ns))
 
-            self.stream(req, resp, render_watch, namespace=ns)
+            self.stream(
+                req,
+                resp,
+                render_watch,
+                namespace=ns,
+                key=("bind", ns, path.show(), extra.show()),
+                topics=_name_topics(ns),
+            )
             return
 
         async def compute() -> tuple[NameTree[Bound], Dtab] | DelegationError:
@@ -125,7 +159,14 @@ class AddrResource(Resource):
             async def render() -> str | None:
                 return _addr_line(interp.addr(bound_id))
 
-            self.stream(req, resp, render)
+            # The answer does not depend on the namespace: streams of every namespace share it.
+            self.stream(
+                req,
+                resp,
+                render,
+                key=("addr", bound_id.show()),
+                topics=_addr_topics(self.rt.namers, bound_id),
+            )
             return
 
         async def compute() -> Addr:
@@ -160,7 +201,14 @@ class Resolve(Resource):
             async def render() -> str | None:
                 return _addr_line(resolve(self.live(ns)))
 
-            self.stream(req, resp, render, namespace=ns)
+            self.stream(
+                req,
+                resp,
+                render,
+                namespace=ns,
+                key=("resolve", ns, path.show(), extra.show()),
+                topics=_name_topics(ns),
+            )
             return
 
         async def compute() -> Addr:
@@ -278,7 +326,7 @@ class BoundNames(Resource):
             async def render() -> str | None:
                 return self._names()
 
-            self.stream(req, resp, render)
+            self.stream(req, resp, render, key=("bound-names",), topics=[NAMERS_TOPIC])
             return
         resp.content_type = JSON
         resp.text = self._names()

@@ -21,13 +21,14 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import Any, TypeVar
 
 import falcon.asgi
 
 from namerd.http.problems import TEXT, HTTPProblem, unparsable
 from namerd.http.streaming import respond_with_stream
+from namerd.naming.namers.base import Topic
 from namerd.runtime import Runtime, parse_stored
 from namerd.storage.store import validate_namespace
 from shared import Dtab, DtabParseError, Path
@@ -179,13 +180,19 @@ class Resource:
         namespace: str | None = None,
         content_type: str = JSON,
         follow: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        *,
+        key: Hashable | None = None,
+        topics: Iterable[Topic] | None = None,
     ) -> None:
-        """Answer with a watch stream of ``render()`` (see ``respond_with_stream``)."""
+        """Answer with a watch stream of ``render()``, one computation per distinct ``key``
+        (see ``respond_with_stream``)."""
         respond_with_stream(
             self.rt,
             req,
             resp,
             render,
+            key=key,
+            topics=topics,
             namespace=namespace,
             content_type=content_type,
             follow=follow,

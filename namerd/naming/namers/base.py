@@ -10,11 +10,17 @@ a Redis subscription, DNS re-resolution...). Those tasks update in-memory state 
 ``enumerate()`` only read that memory.
 
 One :class:`Notifier` is shared by every namer, the system-namer resolver and the dtab cache of
-a process. A watch stream remembers the generation it last rendered, awaits
-``wait_changed(generation)``, and then recomputes its answer. Most wake-ups do not change that
-stream's answer. The stream then sends nothing, because it drops repeats (docs/namerd-api.md).
-One counter costs a few spurious recomputations, and it cannot lose a wake-up, which
-per-name subscriptions could.
+a process. A change carries a topic saying what changed: ``("dtab", <ns>)`` from the dtab
+cache, ``("names", "namer", <prefix>)`` from a namer (each namer notifies through its own
+``channel``), ``("names", "inet")`` from DNS, ``("names", "mirror")`` from the address mirror.
+The shared watches (``namerd.runtime.SharedWatches``) listen only to the topics their answer
+depends on, so a write to one namespace re-renders none of another namespace's watches; one
+computation per distinct watch then serves all its streams. A watch that hears a topic
+recomputes its answer, and most such answers do not change; its streams then send nothing,
+because they drop repeats (docs/namerd-api.md). Topics are coarse (a namer, not a name), which
+costs some spurious recomputations but cannot lose a wake-up, which per-name subscriptions
+could. One-off lookups waiting for a pending address use the plain change counter
+(``generation``), which moves on every change.
 
 Errors
 ------
@@ -33,7 +39,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar
 
 from namerd.aio import cancel_and_wait
@@ -41,13 +47,19 @@ from namerd.errors import NamerdError
 from shared import Addr, Bound, NameTree, Path
 
 __all__ = [
+    "INET_TOPIC",
+    "MIRROR_TOPIC",
+    "NAMERS_TOPIC",
+    "NAMES_TOPIC",
     "Namer",
     "NamerConfigError",
     "NamerError",
     "NamerUnavailable",
     "NotRegistered",
     "Notifier",
+    "Topic",
     "config_interval_s",
+    "namer_topic",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,8 +85,41 @@ class NotRegistered(NamerError):
     default_http_status = 404
 
 
+Topic = tuple[str, ...]
+"""What a change concerns, most general first: ``("dtab", ns)``, ``("names", "namer", prefix)``.
+A change of a topic concerns every longer topic it starts (``("names",)`` covers every namer)."""
+
+#: Everything names resolve through: every namer, DNS (``/$/inet``) and the address mirror.
+NAMES_TOPIC: Topic = ("names",)
+#: Every configured namer (each has its own topic under it, see ``namer_topic``).
+NAMERS_TOPIC: Topic = (*NAMES_TOPIC, "namer")
+#: The system namer's DNS answers (``InetResolver``).
+INET_TOPIC: Topic = (*NAMES_TOPIC, "inet")
+#: Address sets other replicas resolved (``AddrMirror``).
+MIRROR_TOPIC: Topic = (*NAMES_TOPIC, "mirror")
+
+
+def namer_topic(prefix: Path) -> Topic:
+    """The topic of the namer mounted at ``prefix`` (each namer notifies through it)."""
+    return (*NAMERS_TOPIC, prefix.show())
+
+
 class Notifier:
-    """A change counter shared by all namers and the dtab cache of one process.
+    """A change counter shared by all namers and the dtab cache of one process, with topics.
+
+    ``notify(*topic)`` records a change of ``topic`` (no topic: a change of anything). Two ways
+    to hear about changes:
+
+    * ``generation`` / ``wait_changed()``: the counter moves on *every* change; one-off lookups
+      that wait for a pending address use it (a spurious wake-up only costs a recomputation);
+    * ``listen(topics, callback)``: ``callback()`` runs synchronously inside ``notify()`` when
+      the change concerns one of ``topics``: the changed topic starts with, or is a start of, a
+      listened one (``()`` hears everything). The shared watches of ``namerd.runtime`` use it,
+      so a dtab write to one namespace does not re-render the watches of another.
+
+    ``channel(*topic)`` is a Notifier whose ``notify()`` is this one's ``notify(*topic)``:
+    ``Namer`` gives each namer its own (``("names", "namer", <prefix>)``), so namers need not
+    know about topics at all.
 
     Use it only from the event loop thread. ``notify()`` is synchronous, so it can be called
     from callbacks and from code that must not await.
@@ -85,15 +130,59 @@ class Notifier:
         # A fresh Event per generation: setting the old one wakes exactly the waiters of that
         # generation, and nobody has to clear() it (clear() would race with late waiters).
         self._event = asyncio.Event()
+        self._root: Notifier = self
+        self._topic: Topic = ()
+        self._listeners: dict[Topic, dict[int, Callable[[], None]]] = {}
+        self._next_id = 0
 
     def __repr__(self) -> str:
-        return f"<Notifier generation={self.generation}>"
+        where = f" topic={'/'.join(self._topic)}" if self._topic else ""
+        return f"<Notifier{where} generation={self.generation}>"
 
-    def notify(self) -> None:
-        """Record a change and wake every waiter."""
-        self.generation += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+    def channel(self, *topic: str) -> Notifier:
+        """A Notifier whose changes are changes of ``topic`` (under this one's own topic)."""
+        child = Notifier()
+        child._root = self._root
+        child._topic = self._topic + topic
+        return child
+
+    def notify(self, *topic: str) -> None:
+        """Record a change of ``topic`` (of anything, without one) and wake its waiters."""
+        self._bump()
+        if self._root is not self:
+            self._root.notify(*self._topic, *topic)
+            return
+        if not self._listeners:
+            return
+        if topic:
+            # Listeners of the topic, of every start of it (the more general topics), and of
+            # every topic it starts (a change of ("names",) concerns ("names", "inet")).
+            related = [cbs for t, cbs in self._listeners.items() if _related(t, topic)]
+            hit = [cb for cbs in related for cb in cbs.values()]
+        else:
+            hit = [cb for cbs in self._listeners.values() for cb in cbs.values()]
+        for callback in hit:
+            callback()
+
+    def listen(self, topics: Iterable[Topic], callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` on every change that concerns one of ``topics``; returns the
+        function that stops it. ``callback`` must be quick and must not raise."""
+        root = self._root
+        root._next_id += 1
+        key = root._next_id
+        where = [self._topic + t for t in set(topics)]
+        for t in where:
+            root._listeners.setdefault(t, {})[key] = callback
+
+        def stop() -> None:
+            for t in where:
+                cbs = root._listeners.get(t)
+                if cbs is not None:
+                    cbs.pop(key, None)
+                    if not cbs:
+                        del root._listeners[t]
+
+        return stop
 
     async def wait_changed(self, since: int) -> int:
         """Wait until the generation differs from ``since``, then return the current one.
@@ -104,6 +193,17 @@ class Notifier:
         while self.generation == since:
             await self._event.wait()
         return self.generation
+
+    def _bump(self) -> None:
+        self.generation += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+
+def _related(a: Topic, b: Topic) -> bool:
+    """True if one topic starts the other (or they are equal)."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def config_interval_s(kind: str, config: Mapping[str, Any], key: str, default_s: float) -> float:
@@ -129,7 +229,9 @@ class Namer(abc.ABC):
 
     Args:
         prefix: where the namer is mounted, e.g. ``/#/io.l5d.fs``.
-        notifier: the process-wide change signal; call ``notify()`` on every change.
+        notifier: the process-wide change signal. The namer keeps its own channel of it as
+            ``self.notifier`` (topic ``("names", "namer", <prefix>)``); call
+            ``self.notifier.notify()`` on every change.
     """
 
     kind: ClassVar[str]
@@ -138,7 +240,8 @@ class Namer(abc.ABC):
 
     def __init__(self, prefix: Path, notifier: Notifier) -> None:
         self.prefix = prefix
-        self.notifier = notifier
+        # The namer's own channel: its changes wake only what listens to namers (or to it).
+        self.notifier = notifier.channel(*namer_topic(prefix))
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 

@@ -1,8 +1,8 @@
 """watch_stream on its own: a Notifier the test drives, a render it controls, no server.
 
-The heartbeat clock must run from the stream's last write. The Notifier is process-wide, so a
-busy namerd fires it for changes a given stream does not show; those must not postpone that
-stream's heartbeat, or clients time out healthy streams.
+The heartbeat clock must run from the stream's last write. A busy namerd notifies changes a
+given stream does not show; those must not postpone that stream's heartbeat, or clients time
+out healthy streams.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from namerd.http.streaming import watch_stream
+from namerd.metrics import Metrics
 from namerd.naming.namers.base import Notifier
+from namerd.runtime import SharedWatches, WatchSource
 
 HEARTBEAT_S = 0.2
 #: How long a heartbeat may take: generous, it only bounds how long a broken test waits.
@@ -37,20 +39,26 @@ async def _notify_forever(notifier: Notifier, every_s: float) -> None:
         notifier.notify()
 
 
-def _watch(
+async def _watch(
     render: Callable[[], Awaitable[str | None]],
     notifier: Notifier,
     client: Client,
     on_close: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    return watch_stream(
-        render,
-        notifier=notifier,
-        receive=client.receive,
-        heartbeat_s=HEARTBEAT_S,
-        shutdown=asyncio.Event(),
-        on_close=on_close,
-    )
+    """One stream of a shared watch of ``render`` that hears every change of ``notifier``."""
+    watches = SharedWatches(notifier, Metrics())
+    watch = watches.acquire("key", lambda: WatchSource(render, frozenset({()})))
+    try:
+        async for chunk in watch_stream(
+            watch,
+            receive=client.receive,
+            heartbeat_s=HEARTBEAT_S,
+            shutdown=asyncio.Event(),
+            on_close=on_close,
+        ):
+            yield chunk
+    finally:
+        await watches.release(watch)
 
 
 async def _next(stream: AsyncIterator[bytes]) -> bytes:
