@@ -9,6 +9,7 @@ import pytest
 
 from namerd.aio import cancel_and_wait, reconnect_delay_s
 from namerd.naming.namers import NAMER_KINDS, FsNamer, NamerConfigError, Notifier, build_namer
+from namerd.naming.namers.base import INET_TOPIC, NAMES_TOPIC, namer_topic
 from shared import Path
 
 from . import WAIT_S
@@ -27,6 +28,62 @@ def test_notifier_wakes_waiters_and_never_loses_a_change() -> None:
         notifier.notify()
         assert await notifier.wait_changed(1) == 2
         assert repr(notifier) == "<Notifier generation=2>"
+
+    asyncio.run(main())
+
+
+def test_notifier_topics_wake_only_their_listeners() -> None:
+    async def main() -> None:
+        notifier = Notifier()
+        heard: list[str] = []
+        stops = [
+            notifier.listen([("dtab", "a")], lambda: heard.append("a")),
+            notifier.listen([("dtab", "b")], lambda: heard.append("b")),
+            notifier.listen([NAMES_TOPIC], lambda: heard.append("names")),
+            notifier.listen([namer_topic(Path.read("/#/x"))], lambda: heard.append("x")),
+            notifier.listen([()], lambda: heard.append("all")),
+        ]
+        notifier.notify("dtab", "a")
+        assert heard == ["a", "all"]
+        heard.clear()
+        # A namer's channel: its changes are its topic's, and every change moves the counter.
+        channel = notifier.channel(*namer_topic(Path.read("/#/x")))
+        channel.notify()
+        assert sorted(heard) == ["all", "names", "x"]
+        assert notifier.generation == 2
+        assert repr(channel) == "<Notifier topic=names/namer//#/x generation=1>"
+        heard.clear()
+        notifier.channel(*INET_TOPIC).notify()
+        assert sorted(heard) == ["all", "names"]
+        heard.clear()
+        notifier.notify("names")  # a general topic concerns every listener under it
+        assert sorted(heard) == ["all", "names", "x"]
+        heard.clear()
+        notifier.notify()  # no topic: anything may have changed
+        assert sorted(heard) == ["a", "all", "b", "names", "x"]
+        heard.clear()
+        for stop in stops:
+            stop()
+        notifier.notify()
+        assert heard == []
+
+    asyncio.run(main())
+
+
+def test_a_namer_notifies_on_its_own_topic(tmp_path: FsPath) -> None:
+    async def main() -> None:
+        notifier = Notifier()
+        namer = FsNamer(
+            Path.read("/#/io.l5d.fs"), notifier, root_dir=tmp_path, poll_interval_s=0.05
+        )
+        woke = asyncio.Event()
+        notifier.listen([namer_topic(namer.prefix)], woke.set)
+        await namer.start()
+        try:
+            (tmp_path / "users").write_text("127.0.0.1 7001\n")
+            await asyncio.wait_for(woke.wait(), WAIT_S)
+        finally:
+            await namer.close()
 
     asyncio.run(main())
 
