@@ -132,7 +132,9 @@ class Notifier:
         self._event = asyncio.Event()
         self._root: Notifier = self
         self._topic: Topic = ()
+        # Listened topic -> {listener id: callback}; and topic -> the listened topics under it.
         self._listeners: dict[Topic, dict[int, Callable[[], None]]] = {}
+        self._under: dict[Topic, set[Topic]] = {}
         self._next_id = 0
 
     def __repr__(self) -> str:
@@ -154,13 +156,12 @@ class Notifier:
             return
         if not self._listeners:
             return
-        if topic:
-            # Listeners of the topic, of every start of it (the more general topics), and of
-            # every topic it starts (a change of ("names",) concerns ("names", "inet")).
-            related = [cbs for t, cbs in self._listeners.items() if _related(t, topic)]
-            hit = [cb for cbs in related for cb in cbs.values()]
-        else:
-            hit = [cb for cbs in self._listeners.values() for cb in cbs.values()]
+        # Listeners of the topic and of every start of it (the more general topics), then of
+        # every topic it starts (a change of ("names",) concerns ("names", "inet"); no topic
+        # concerns all). Index lookups only, so the cost is the listeners woken, not the table.
+        related = [topic[:i] for i in range(len(topic) + 1)]
+        related.extend(self._under.get(topic, ()))
+        hit = [cb for t in related for cb in self._listeners.get(t, {}).values()]
         for callback in hit:
             callback()
 
@@ -170,17 +171,27 @@ class Notifier:
         root = self._root
         root._next_id += 1
         key = root._next_id
-        where = [self._topic + t for t in set(topics)]
+        where = {self._topic + t for t in topics}
         for t in where:
-            root._listeners.setdefault(t, {})[key] = callback
+            if t not in root._listeners:
+                root._listeners[t] = {}
+                for i in range(len(t)):
+                    root._under.setdefault(t[:i], set()).add(t)
+            root._listeners[t][key] = callback
 
         def stop() -> None:
             for t in where:
                 cbs = root._listeners.get(t)
-                if cbs is not None:
-                    cbs.pop(key, None)
-                    if not cbs:
-                        del root._listeners[t]
+                if cbs is None:
+                    continue
+                cbs.pop(key, None)
+                if not cbs:
+                    del root._listeners[t]
+                    for i in range(len(t)):
+                        under = root._under[t[:i]]
+                        under.discard(t)
+                        if not under:
+                            del root._under[t[:i]]
 
         return stop
 
@@ -198,12 +209,6 @@ class Notifier:
         self.generation += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
-
-
-def _related(a: Topic, b: Topic) -> bool:
-    """True if one topic starts the other (or they are equal)."""
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
 
 
 def config_interval_s(kind: str, config: Mapping[str, Any], key: str, default_s: float) -> float:
