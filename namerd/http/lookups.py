@@ -70,12 +70,6 @@ from shared.wire import addr_to_json, bound_tree_to_json, delegate_tree_to_json,
 __all__ = ["AddrResource", "Bind", "BoundNames", "Delegate", "DelegateNoNs", "Resolve"]
 
 
-def _name_topics(ns: str) -> list[Topic]:
-    """What a bind or resolve of ``ns`` depends on: its dtab and whatever names resolve
-    through. Any namer's change wakes it: which namers a bind asks is not recorded."""
-    return [dtab_topic(ns), NAMES_TOPIC]
-
-
 def _addr_topics(namers: Sequence[Namer], bound_id: Path) -> list[Topic]:
     """What ``addr(bound_id)`` depends on: the namer that owns the id (DNS for ``/$``) and the
     address mirror; every name source for an id it cannot place (e.g. a ``/%`` transformer)."""
@@ -93,7 +87,35 @@ def _addr_line(addr: Addr) -> str | None:
     return json_line(addr_to_json(addr))
 
 
-class Bind(Resource):
+class _NameLookup(Resource):
+    """What bind and resolve share: a watch of one name in one namespace."""
+
+    def stream_name(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        render: Callable[[], Awaitable[str | None]],
+        kind: str,
+        ns: str,
+        path: Path,
+        extra: Dtab,
+    ) -> None:
+        """Stream ``render()``, shared by every watch of (kind, ns, path, local dtab).
+
+        It depends on the namespace's dtab and on whatever names resolve through: any namer's
+        change wakes it, since which namers a bind asks is not recorded.
+        """
+        self.stream(
+            req,
+            resp,
+            render,
+            namespace=ns,
+            key=(kind, ns, path.show(), extra.show()),
+            topics=[dtab_topic(ns), NAMES_TOPIC],
+        )
+
+
+class Bind(_NameLookup):
     """``/api/1/bind/{ns}?path=...[&dtab=...][&watch=1]``: the bound tree, addresses inline."""
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, ns: str) -> None:
@@ -118,14 +140,7 @@ class Bind(Resource):
             async def render_watch() -> str | None:
                 return render_tree(self.live(ns))
 
-            self.stream(
-                req,
-                resp,
-                render_watch,
-                namespace=ns,
-                key=("bind", ns, path.show(), extra.show()),
-                topics=_name_topics(ns),
-            )
+            self.stream_name(req, resp, render_watch, "bind", ns, path, extra)
             return
 
         async def compute() -> tuple[NameTree[Bound], Dtab] | DelegationError:
@@ -181,7 +196,7 @@ class AddrResource(Resource):
     on_post = on_get
 
 
-class Resolve(Resource):
+class Resolve(_NameLookup):
     """``/api/1/resolve/{ns}?path=...``: bind, then one address set for the whole tree."""
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, ns: str) -> None:
@@ -201,14 +216,7 @@ class Resolve(Resource):
             async def render() -> str | None:
                 return _addr_line(resolve(self.live(ns)))
 
-            self.stream(
-                req,
-                resp,
-                render,
-                namespace=ns,
-                key=("resolve", ns, path.show(), extra.show()),
-                topics=_name_topics(ns),
-            )
+            self.stream_name(req, resp, render, "resolve", ns, path, extra)
             return
 
         async def compute() -> Addr:

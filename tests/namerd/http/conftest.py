@@ -20,13 +20,33 @@ from pathlib import Path
 import httpx
 import pytest
 
-from namerd.app import create_app
-from namerd.config import load_config
+from namerd.app import NamerdASGI, create_app
+from namerd.config import NamerdConfig, load_config
 
 #: Upper bound for one request; it only limits how long a broken test hangs.
 REQUEST_TIMEOUT_S = 10.0
 
 Serve = Callable[[str], AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@contextlib.asynccontextmanager
+async def started(
+    config: NamerdConfig, redis_url: str
+) -> AsyncIterator[tuple[NamerdASGI, httpx.AsyncClient]]:
+    """A started namerd app of ``config`` and an API client of it; shut down on exit."""
+    app = create_app(config, redis_url)
+    await app.startup()
+    try:
+        # Port 80 is not the admin port, so NamerdASGI routes requests to the API.
+        # NamerdASGI types its scope as Falcon does (dict, what servers pass); httpx's
+        # protocol says MutableMapping.
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://namerd", timeout=REQUEST_TIMEOUT_S
+        ) as client:
+            yield app, client
+    finally:
+        await app.shutdown()
 
 
 @pytest.fixture
@@ -38,18 +58,7 @@ def serve(redis_url: str, tmp_path: Path) -> Serve:
         path = tmp_path / "namerd.yaml"
         path.write_text(config_yaml, encoding="utf-8")
         config = load_config(str(path) if config_yaml else None)
-        app = create_app(config, redis_url)
-        await app.startup()
-        try:
-            # Port 80 is not the admin port, so NamerdASGI routes requests to the API.
-            # NamerdASGI types its scope as Falcon does (dict, what servers pass); httpx's
-            # protocol says MutableMapping.
-            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://namerd", timeout=REQUEST_TIMEOUT_S
-            ) as client:
-                yield client
-        finally:
-            await app.shutdown()
+        async with started(config, redis_url) as (_, client):
+            yield client
 
     return running

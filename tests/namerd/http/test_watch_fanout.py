@@ -22,10 +22,12 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from namerd.app import NamerdASGI, create_app
+from namerd.app import NamerdASGI
 from namerd.config import load_config
 from namerd.runtime import Runtime
 from shared import Dtab, NameTree, Path
+
+from .conftest import started
 
 pytestmark = pytest.mark.redis
 
@@ -148,16 +150,8 @@ Started = Callable[[], contextlib.AbstractAsyncContextManager["Namerd"]]
 def namerd(redis_url: str) -> Started:
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[Namerd]:
-        app = create_app(load_config(None), redis_url)
-        await app.startup()
-        try:
-            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://namerd", timeout=WAIT_S
-            ) as api:
-                yield Namerd(app, api)
-        finally:
-            await app.shutdown()
+        async with started(load_config(None), redis_url) as (app, api):
+            yield Namerd(app, api)
 
     return running
 
