@@ -214,11 +214,44 @@ class SharedWatch:
         self._dirty = True
         self._kick.set()
 
-    def _publish(self, value: str | None) -> None:
-        if self.seq == 0 or value != self.value:
-            self.value = value
-            self.seq += 1
-            self._changed.fire()
+    async def run(self, notifier: Notifier, metrics: Metrics) -> None:
+        """Render now and after every change of the source's topics, until cancelled.
+
+        A render that raises ends the run with ``error`` set (and ``seq`` moved, so every
+        stream sees it).
+        """
+        source = self.source
+        follower: asyncio.Task[None] | None = None
+        held = source.hold() if source.hold is not None else contextlib.nullcontext()
+        stop_listening = notifier.listen(source.topics, self.mark_dirty)
+        try:
+            async with held:
+                if source.follow is not None:
+                    follower = asyncio.create_task(source.follow(), name=f"follow:{self.key!r}")
+                while True:
+                    # Cleared before rendering: a change while an async render awaits makes
+                    # one more pass, so the last change is always rendered.
+                    self._dirty = False
+                    self._kick.clear()
+                    metrics.inc("watches/renders")
+                    value = await source.render()
+                    if self.seq == 0 or value != self.value:
+                        self._moved(value)
+                    if not self._dirty:
+                        await self._kick.wait()
+        except Exception as err:
+            # The streams re-raise it, as they did when each rendered for itself.
+            self.error = err
+            self._moved(self.value)
+        finally:
+            stop_listening()
+            if follower is not None:
+                await cancel_and_wait([follower])
+
+    def _moved(self, value: str | None) -> None:
+        self.value = value
+        self.seq += 1
+        self._changed.fire()
 
 
 class SharedWatches:
@@ -259,9 +292,7 @@ class SharedWatches:
         watch.refs -= 1
         if watch.refs > 0:
             return
-        if self._watches.get(watch.key) is watch:
-            del self._watches[watch.key]
-            self.metrics.set("watches/distinct", len(self._watches))
+        self._forget(watch)
         if watch.task is not None:
             await cancel_and_wait([watch.task])
 
@@ -273,39 +304,14 @@ class SharedWatches:
         await cancel_and_wait([w.task for w in watches if w.task is not None])
 
     async def _run(self, watch: SharedWatch) -> None:
-        source = watch.source
-        follower: asyncio.Task[None] | None = None
-        held = source.hold() if source.hold is not None else contextlib.nullcontext()
-        stop_listening = self.notifier.listen(source.topics, watch.mark_dirty)
-        try:
-            async with held:
-                if source.follow is not None:
-                    follower = asyncio.create_task(source.follow(), name=f"follow:{watch.key!r}")
-                while True:
-                    # Cleared before rendering: a change while an async render awaits makes
-                    # one more pass, so the last change is always rendered.
-                    watch._dirty = False
-                    watch._kick.clear()
-                    self.metrics.inc("watches/renders")
-                    value = await source.render()
-                    watch._publish(value)
-                    if not watch._dirty:
-                        await watch._kick.wait()
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            # The streams re-raise it, as they did when each rendered for itself; the next
-            # stream with this key starts afresh.
-            watch.error = err
-            watch.seq += 1
-            watch._changed.fire()
-            if self._watches.get(watch.key) is watch:
-                del self._watches[watch.key]
-                self.metrics.set("watches/distinct", len(self._watches))
-        finally:
-            stop_listening()
-            if follower is not None:
-                await cancel_and_wait([follower])
+        await watch.run(self.notifier, self.metrics)
+        # It returns only when its render failed: the next stream of the key starts afresh.
+        self._forget(watch)
+
+    def _forget(self, watch: SharedWatch) -> None:
+        if self._watches.get(watch.key) is watch:
+            del self._watches[watch.key]
+            self.metrics.set("watches/distinct", len(self._watches))
 
 
 class Runtime:

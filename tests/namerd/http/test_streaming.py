@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from namerd.http.streaming import watch_stream
 from namerd.metrics import Metrics
 from namerd.naming.namers.base import Notifier
@@ -116,5 +118,80 @@ def test_changes_are_sent_once_and_a_disconnect_ends_the_stream() -> None:
         rest = [chunk async for chunk in stream]
         assert set(rest) <= {b"\n"}
         assert closed.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_render_fails_every_stream_of_it_and_the_next_starts_afresh() -> None:
+    async def scenario() -> None:
+        notifier = Notifier()
+        watches = SharedWatches(notifier, Metrics())
+        calls = 0
+
+        async def render() -> str:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("namer exploded")
+            return "ok\n"
+
+        def source() -> WatchSource:
+            return WatchSource(render, frozenset({()}))
+
+        clients = [Client(), Client()]
+        shared = [watches.acquire("key", source) for _ in clients]
+        assert shared[0] is shared[1]
+        for watch, client in zip(shared, clients, strict=True):
+            stream = watch_stream(
+                watch, receive=client.receive, heartbeat_s=HEARTBEAT_S, shutdown=asyncio.Event()
+            )
+            with pytest.raises(RuntimeError, match="namer exploded"):
+                await _next(stream)
+        assert len(watches) == 0  # forgotten at once: a new stream does not inherit the error
+        for watch in shared:
+            await watches.release(watch)
+        again = watches.acquire("key", source)
+        stream = watch_stream(
+            again, receive=Client().receive, heartbeat_s=HEARTBEAT_S, shutdown=asyncio.Event()
+        )
+        assert await _next(stream) == b"ok\n"
+        await stream.aclose()  # type: ignore[attr-defined]
+        await watches.release(again)
+        assert len(watches) == 0
+
+    asyncio.run(scenario())
+
+
+def test_changes_during_a_render_cost_exactly_one_more_render() -> None:
+    async def scenario() -> None:
+        notifier = Notifier()
+        metrics = Metrics()
+        watches = SharedWatches(notifier, metrics)
+        state = "a"
+        rendering, proceed = asyncio.Event(), asyncio.Event()
+
+        async def render() -> str:
+            seen = state  # what a render reads before it awaits (as a Redis read would)
+            rendering.set()
+            await proceed.wait()
+            return seen + "\n"
+
+        watch = watches.acquire("key", lambda: WatchSource(render, frozenset({("t",)})))
+        stream = watch_stream(
+            watch, receive=Client().receive, heartbeat_s=HEARTBEAT_S, shutdown=asyncio.Event()
+        )
+        first = asyncio.create_task(_next(stream))
+        await asyncio.wait_for(rendering.wait(), HEARTBEAT_WAIT_S)
+        state = "b"
+        for _ in range(3):
+            notifier.notify("t")  # three changes while the first render awaits
+        notifier.notify("other")  # not this watch's topic
+        proceed.set()
+        # The first render's value is overtaken before the stream reads it: it gets the newest.
+        assert await first == b"b\n"
+        assert metrics.counters["watches/renders"] == 2
+        assert watch.value == "b\n"
+        await stream.aclose()  # type: ignore[attr-defined]
+        await watches.release(watch)
 
     asyncio.run(scenario())
