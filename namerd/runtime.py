@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -195,6 +195,7 @@ class SharedWatch:
         self.refs = 0
         self.value: str | None = None
         self.seq = 0
+        self.renders = 0  # how many times it computed its answer
         self.error: BaseException | None = None
         self._changed = Signal()
         self._kick = asyncio.Event()
@@ -202,7 +203,7 @@ class SharedWatch:
         self.task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<SharedWatch {self.key!r} refs={self.refs} seq={self.seq}>"
+        return f"<SharedWatch {self.key!r} refs={self.refs} renders={self.renders}>"
 
     async def wait_changed(self, seen: int) -> None:
         """Return once ``seq`` differs from ``seen`` (at once if it already does)."""
@@ -233,6 +234,7 @@ class SharedWatch:
                     # one more pass, so the last change is always rendered.
                     self._dirty = False
                     self._kick.clear()
+                    self.renders += 1
                     metrics.inc("watches/renders")
                     value = await source.render()
                     if self.seq == 0 or value != self.value:
@@ -275,6 +277,9 @@ class SharedWatches:
 
     def __len__(self) -> int:
         return len(self._watches)
+
+    def __iter__(self) -> Iterator[SharedWatch]:
+        return iter(list(self._watches.values()))
 
     def acquire(self, key: Hashable, make_source: Callable[[], WatchSource]) -> SharedWatch:
         """The watch of ``key``, with one more stream; started if it is new."""

@@ -44,11 +44,11 @@ from namerd.http.resource import (
 )
 from namerd.naming.namers.base import (
     INET_TOPIC,
-    MIRROR_TOPIC,
     NAMERS_TOPIC,
     NAMES_TOPIC,
     Namer,
     Topic,
+    mirror_topic,
     namer_topic,
 )
 from namerd.runtime import dtab_topic
@@ -72,12 +72,13 @@ __all__ = ["AddrResource", "Bind", "BoundNames", "Delegate", "DelegateNoNs", "Re
 
 def _addr_topics(namers: Sequence[Namer], bound_id: Path) -> list[Topic]:
     """What ``addr(bound_id)`` depends on: the namer that owns the id (DNS for ``/$``) and the
-    address mirror; every name source for an id it cannot place (e.g. a ``/%`` transformer)."""
+    id's entry in the address mirror; every name source for an id it cannot place (e.g. a
+    ``/%`` transformer, which the interpreter strips first)."""
     for namer in namers:
         if bound_id.startswith(namer.prefix):
-            return [namer_topic(namer.prefix), MIRROR_TOPIC]
+            return [namer_topic(namer.prefix), mirror_topic(bound_id)]
     if bound_id.labels[:1] == (b"$",):
-        return [INET_TOPIC, MIRROR_TOPIC]
+        return [INET_TOPIC, mirror_topic(bound_id)]
     return [NAMES_TOPIC]
 
 

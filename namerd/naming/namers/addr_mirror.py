@@ -60,7 +60,8 @@ class AddrMirror:
     Args:
         redis: the client.
         key_prefix: prefix of the key and channel. Default ``namerd:``.
-        notifier: if given, fired whenever the in-memory mirror changes.
+        notifier: if given, fired whenever the in-memory mirror changes: with the id as the
+            topic when one id changed, with no topic after a full reload.
         reconnect_min_s / reconnect_max_s: backoff bounds after a Redis failure. Defaults
             0.05 s and 2 s.
     """
@@ -154,7 +155,7 @@ class AddrMirror:
         if self._values.get(field) != addr:
             self._values[field] = addr
             if self._notifier is not None:
-                self._notifier.notify()
+                self._notifier.notify(field)  # the id as the topic: only its watches re-render
 
     def _on_message(self, payload: str) -> None:
         field, sep, value = payload.partition("\n")

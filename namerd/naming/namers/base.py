@@ -12,7 +12,8 @@ a Redis subscription, DNS re-resolution...). Those tasks update in-memory state 
 One :class:`Notifier` is shared by every namer, the system-namer resolver and the dtab cache of
 a process. A change carries a topic saying what changed: ``("dtab", <ns>)`` from the dtab
 cache, ``("names", "namer", <prefix>)`` from a namer (each namer notifies through its own
-``channel``), ``("names", "inet")`` from DNS, ``("names", "mirror")`` from the address mirror.
+``channel``), ``("names", "inet")`` from DNS, ``("names", "mirror", <id>)`` from the address
+mirror.
 The shared watches (``namerd.runtime.SharedWatches``) listen only to the topics their answer
 depends on, so a write to one namespace re-renders none of another namespace's watches; one
 computation per distinct watch then serves all its streams. A watch that hears a topic
@@ -59,6 +60,7 @@ __all__ = [
     "Notifier",
     "Topic",
     "config_interval_s",
+    "mirror_topic",
     "namer_topic",
 ]
 
@@ -95,13 +97,18 @@ NAMES_TOPIC: Topic = ("names",)
 NAMERS_TOPIC: Topic = (*NAMES_TOPIC, "namer")
 #: The system namer's DNS answers (``InetResolver``).
 INET_TOPIC: Topic = (*NAMES_TOPIC, "inet")
-#: Address sets other replicas resolved (``AddrMirror``).
+#: Address sets other replicas resolved (``AddrMirror``); one id's is ``mirror_topic(id)``.
 MIRROR_TOPIC: Topic = (*NAMES_TOPIC, "mirror")
 
 
 def namer_topic(prefix: Path) -> Topic:
     """The topic of the namer mounted at ``prefix`` (each namer notifies through it)."""
     return (*NAMERS_TOPIC, prefix.show())
+
+
+def mirror_topic(bound_id: Path) -> Topic:
+    """The topic of one id's address set in the ``AddrMirror`` (which notifies it)."""
+    return (*MIRROR_TOPIC, bound_id.show())
 
 
 class Notifier:

@@ -6,8 +6,9 @@ transport buffers whole responses, so streams are driven through the ASGI interf
 TCP window does. Work is counted by calls to the worker's ``Interpreter.bind`` (a counting
 wrapper that calls through) and by the ``watches/renders`` metric.
 
-No namer is configured and the dtabs bind to ``~``/``!``/``$`` (no addresses), so nothing but
-the test's own writes notifies: no DNS answer, no namer poll, no address-mirror publication.
+Unless a test says otherwise, no namer is configured and the dtabs bind to ``~``/``!``/``$``
+(no addresses), so nothing but the test's own writes notifies: no DNS answer, no namer poll, no
+address-mirror publication.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path as FsPath
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,9 +26,10 @@ import pytest
 
 from namerd.app import NamerdASGI
 from namerd.config import load_config
-from namerd.runtime import Runtime
+from namerd.runtime import Runtime, SharedWatch
 from shared import Dtab, NameTree, Path
 
+from ..naming.namers import eventually
 from .conftest import started
 
 pytestmark = pytest.mark.redis
@@ -137,20 +140,30 @@ class Namerd:
     def renders(self) -> float:
         return self.rt.metrics.counters.get("watches/renders", 0)
 
+    def watch_of(self, *key: str) -> SharedWatch:
+        """The shared watch whose key is ``key`` (e.g. ``"addr", "/#/io.l5d.fs/users"``)."""
+        [watch] = [w for w in self.rt.watches if w.key[1] == key]  # type: ignore[index]
+        return watch
+
     async def numsub(self, ns: str) -> int:
         channel = f"{self.rt.store.key_prefix}chan:dtab:{ns}"
         [(_, count)] = await self.rt.redis.pubsub_numsub(channel)
         return int(count)
 
 
-Started = Callable[[], contextlib.AbstractAsyncContextManager["Namerd"]]
+Started = Callable[..., contextlib.AbstractAsyncContextManager["Namerd"]]
 
 
 @pytest.fixture
-def namerd(redis_url: str) -> Started:
+def namerd(redis_url: str, tmp_path: FsPath) -> Started:
+    """``async with namerd(config_yaml="") as nd:`` a started namerd and its helpers."""
+
     @contextlib.asynccontextmanager
-    async def running() -> AsyncIterator[Namerd]:
-        async with started(load_config(None), redis_url) as (app, api):
+    async def running(config_yaml: str = "") -> AsyncIterator[Namerd]:
+        path = tmp_path / "namerd.yaml"
+        path.write_text(config_yaml, encoding="utf-8")
+        config = load_config(str(path) if config_yaml else None)
+        async with started(config, redis_url) as (app, api):
             yield Namerd(app, api)
 
     return running
@@ -313,5 +326,51 @@ def test_shutdown_ends_shared_streams_and_refuses_new_ones(namerd: Started) -> N
             assert late.status == 503
             await _close([*streams, late])
             assert len(nd.rt.watches) == 0
+
+    asyncio.run(scenario())
+
+
+def test_addr_watches_hear_their_own_namer_and_id_only(namerd: Started, tmp_path: FsPath) -> None:
+    users_dir, other_dir = tmp_path / "fs", tmp_path / "other"
+    users_dir.mkdir()
+    other_dir.mkdir()
+    (users_dir / "users").write_text("127.0.0.1 7001\n")
+    (other_dir / "x").write_text("127.0.0.1 7101\n")
+    config = (
+        f"namers:\n- kind: io.l5d.fs\n  rootDir: {users_dir}\n  pollIntervalSecs: 0.05\n"
+        f"- kind: io.l5d.fs\n  prefix: /#/other\n  rootDir: {other_dir}\n"
+        "  pollIntervalSecs: 0.05\n"
+    )
+
+    def port(line: str) -> int:
+        [addr] = json.loads(line)["addrs"]
+        return int(addr["port"])
+
+    async def scenario() -> None:
+        async with namerd(config) as nd:
+            await nd.put("a", "/svc=>~")
+            # Streams of two namespaces: an addr answer does not depend on one.
+            users = [nd.watch(f"/api/1/addr/{ns}", path="/#/io.l5d.fs/users") for ns in "ab" * 5]
+            others = [nd.watch("/api/1/addr/a", path="/#/other/x") for _ in range(10)]
+            dtab = nd.watch("/api/1/dtabs/a")
+            for stream in users:
+                assert port(await stream.next()) == 7001
+            for stream in others:
+                assert port(await stream.next()) == 7101
+            await dtab.next()
+            users_watch = nd.watch_of("addr", "/#/io.l5d.fs/users")
+            other_watch = nd.watch_of("addr", "/#/other/x")
+            # Each first render publishes its answer to the address mirror, whose change of
+            # that id renders that watch once more; then all is quiet.
+            await eventually(lambda: users_watch.renders == other_watch.renders == 2, "echoes")
+            (other_dir / "x").write_text("127.0.0.1 7102\n")
+            for stream in others:
+                assert port(await stream.next()) == 7102
+            await eventually(lambda: other_watch.renders == 4, "the change and its echo")
+            assert users_watch.renders == 2  # another namer's change, another id's mirror entry
+            await nd.put("a", "/svc=>!")
+            assert json.loads(await dtab.next()) == [{"prefix": "/svc", "dst": "!"}]
+            assert (users_watch.renders, other_watch.renders) == (2, 4)  # a dtab is not theirs
+            await _close([*users, *others, dtab])
 
     asyncio.run(scenario())
