@@ -13,14 +13,13 @@ One :class:`Notifier` is shared by every namer, the system-namer resolver and th
 a process. A change carries a topic saying what changed: ``("dtab", <ns>)`` from the dtab
 cache, ``("names", "namer", <prefix>)`` from a namer (each namer notifies through its own
 ``channel``), ``("names", "inet")`` from DNS, ``("names", "mirror", <id>)`` from the address
-mirror.
-The shared watches (``namerd.runtime.SharedWatches``) listen only to the topics their answer
+mirror. The shared watches (``namerd.runtime.SharedWatches``) listen only to the topics their answer
 depends on, so a write to one namespace re-renders none of another namespace's watches; one
 computation per distinct watch then serves all its streams. A watch that hears a topic
 recomputes its answer, and most such answers do not change; its streams then send nothing,
-because they drop repeats (docs/namerd-api.md). Topics are coarse (a namer, not a name), which
-costs some spurious recomputations but cannot lose a wake-up, which per-name subscriptions
-could. One-off lookups waiting for a pending address use the plain change counter
+because they drop repeats (docs/namerd-api.md). Topics are coarse (a namer, not a name; a
+bind hears every name source, since which namers it asks is not recorded), which costs some
+spurious recomputations but cannot lose a wake-up. One-off lookups waiting for a pending address use the plain change counter
 (``generation``), which moves on every change.
 
 Errors
