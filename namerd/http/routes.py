@@ -4,6 +4,10 @@ The app is built when gunicorn imports it, before the worker's lifespan has crea
 Runtime (Redis connections and namers must not cross a fork). So each route gets a
 :class:`_Deferred` proxy, which creates the real resource with the live Runtime on its first
 request.
+
+:func:`add_api_routes` also installs :class:`~namerd.http.history.TrackNamesInUse`, the
+middleware that tells a dry run (``/api/1/dtabs/{ns}/diff``) which names this worker's watch
+streams are serving.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import falcon.asgi
 
 from namerd.http.dtabs import DtabItem, DtabList
+from namerd.http.history import DtabDiff, DtabHistory, NamesInUse, TrackNamesInUse
 from namerd.http.lookups import AddrResource, Bind, BoundNames, Delegate, DelegateNoNs, Resolve
 from namerd.http.problems import add_error_handlers
 from namerd.http.registry import RegistryEndpoint, RegistryList, RegistryService
@@ -26,6 +31,8 @@ __all__ = ["ROUTES", "add_api_routes"]
 ROUTES: tuple[tuple[str, type[Resource]], ...] = (
     ("/api/1/dtabs", DtabList),
     ("/api/1/dtabs/{ns}", DtabItem),
+    ("/api/1/dtabs/{ns}/history", DtabHistory),
+    ("/api/1/dtabs/{ns}/diff", DtabDiff),
     ("/api/1/bind/{ns}", Bind),
     ("/api/1/addr/{ns}", AddrResource),
     ("/api/1/resolve/{ns}", Resolve),
@@ -43,6 +50,7 @@ def add_api_routes(
     runtime_ref: Callable[[], Runtime],
 ) -> None:
     """Mount every /api/1 route. ``runtime_ref`` returns the worker's Runtime once started."""
+    app.add_middleware(TrackNamesInUse(NamesInUse()))
     for uri, cls in ROUTES:
         app.add_route(uri, _Deferred(cls, runtime_ref))
     add_error_handlers(app)
