@@ -242,9 +242,7 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
             raise sec.error(
                 "url", f"the database in {url!r} must be a number, e.g. redis://host:6379/0"
             )
-    return StorageConfig(
-        REDIS, url, tuple(sentinels), service, prefix, history_size=history_size
-    )
+    return StorageConfig(REDIS, url, tuple(sentinels), service, prefix, history_size=history_size)
 
 
 def _namers(raw: Any, top: configtree.Section) -> tuple[NamerConfig, ...]:

@@ -26,8 +26,8 @@ namespace name cannot contain ``:``, so keys cannot collide. Every write is one 
 (``namerd.storage.scripts``; EVALSHA, falling back to SCRIPT LOAD after a Redis restart): it
 checks, writes the hash, keeps the set in step, bumps the counter, records the write in
 history, and PUBLISHes. So a notification is never sent for a write that did not happen, and
-a write never happens without its notification (or its history entry). The scripts touch several keys, so Redis Cluster is not supported; use a
-single primary or Sentinel.
+a write never happens without its notification (or its history entry). The scripts touch
+several keys, so Redis Cluster is not supported; use a single primary or Sentinel.
 
 Versions
 --------
@@ -125,9 +125,9 @@ from namerd.storage.watches import UNSET, Unset, Watch, WatchHub
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
     "DEFAULT_KEY_PREFIX",
+    "NAMESPACE_PATTERN",
     "Author",
     "HistoryEntry",
-    "NAMESPACE_PATTERN",
     "RedisDtabStore",
     "VersionedDtab",
     "Watch",
@@ -552,9 +552,7 @@ class RedisDtabStore:
             StorageUnavailable: Redis is down; the write may or may not have happened.
         """
         entry = _entry("create", dtab, author)
-        status, version = await self._write(
-            self._create, namespace, dtab, "", entry, history_size
-        )
+        status, version = await self._write(self._create, namespace, dtab, "", entry, history_size)
         if status == scripts.EXISTS:
             raise NamespaceExists(namespace)
         self._written(namespace, VersionedDtab(dtab, version), added=True)
