@@ -90,9 +90,11 @@ class TrackNamesInUse:
         parts = req.path.split("/")  # "", "api", "1", kind, ns
         if len(parts) != 5 or parts[1:3] != ["api", "1"] or parts[3] not in _TRACKED:
             return
-        path = req.get_param("path")
-        if path is not None:
-            resp.stream = self.names.counting((parts[4], path), resp.stream)
+        try:  # the responder accepted it, so it parses; canonical, to match ?path= of a diff
+            path = Path.read(req.get_param("path") or "").show()
+        except DtabParseError:
+            return
+        resp.stream = self.names.counting((parts[4], path), resp.stream)
 
 
 class DtabHistory(Resource):

@@ -78,7 +78,7 @@ def _get_dtab(client: Client, name: str) -> tuple[str, list[dict[str, str]]]:
 def _current(client: Client, name: str) -> tuple[str, list[dict[str, str]]] | None:
     """The dtab's version and dentries, or None if the namespace does not exist."""
     resp = client.request("GET", ns_path("dtabs", name), headers={"Accept": JSON})
-    if resp.status_code == 404 and not resp.text:  # namerd's 404 for a missing namespace
+    if resp.status_code == 404:  # (not namerd's API at all: missing_namespace() says so)
         return None
     if resp.status_code != 200:
         client.fail(resp, name)
