@@ -3,7 +3,8 @@
 Config file shape (namerd's; unknown keys are an error naming the key and its file:line)::
 
     admin:      {ip: 127.0.0.1, port: 9991, shutdownGraceMs: 10000}
-    storage:    {kind: io.l5d.redis, url: redis://host:6379/0, keyPrefix: "namerd:"}
+    storage:    {kind: io.l5d.redis, url: redis://host:6379/0, keyPrefix: "namerd:",
+                 historySize: 50}
               | {kind: io.l5d.redis, sentinels: [{host: h, port: 26379}], service: mymaster}
               | {kind: io.l5d.embeddedRedis, dataDir: ./.namerd}        # the default
     namers:     [{kind: io.l5d.fs, prefix: /io.l5d.fs, rootDir: disco}, {kind: io.l5d.registry}]
@@ -38,6 +39,8 @@ admin.shutdownGraceMs    10000           SIGTERM: time open requests get to fini
 storage                  embedded        a real redis-server started by namerd, AOF on, unix socket
 storage.dataDir          ./.namerd       embedded Redis data directory (also ``--data-dir``)
 storage.keyPrefix        namerd:         prefix of every Redis key and channel
+storage.historySize      50              writes kept per namespace in its history (>= 1;
+                                         ``GET /api/1/dtabs/{ns}/history``)
 limits.maxBodyBytes      1048576         larger request bodies get 413 and nothing is stored
 limits.lookupTimeoutMs   10000           non-watch bind/addr/resolve waiting for a pending value
                                          (namerd waits forever, issue #1349) -> 503
@@ -77,6 +80,7 @@ DEFAULT_ADMIN_PORT = 9991
 DEFAULT_DATA_DIR = "./.namerd"
 DEFAULT_KEY_PREFIX = "namerd:"
 DEFAULT_WORKERS = 2
+DEFAULT_HISTORY_SIZE = 50
 
 EMBEDDED = "io.l5d.embeddedRedis"
 REDIS = "io.l5d.redis"
@@ -112,6 +116,8 @@ class StorageConfig:
     service: str | None = None
     key_prefix: str = DEFAULT_KEY_PREFIX
     data_dir: str = DEFAULT_DATA_DIR
+    #: How many writes each namespace's history keeps (``storage.historySize``).
+    history_size: int = DEFAULT_HISTORY_SIZE
     #: Where ``dataDir`` was configured (``file:line:col``); "" for ``--data-dir`` or the default.
     data_dir_pos: str = field(default="", compare=False)
 
@@ -189,6 +195,7 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
     kind = sec.get("kind", EMBEDDED, str)
     sec.get("experimental", False, bool)  # namerd's flag; accepted, meaningless here
     prefix = sec.get("keyPrefix", DEFAULT_KEY_PREFIX, str)
+    history_size = sec.positive_int("historySize", DEFAULT_HISTORY_SIZE)
     if kind in _UNSUPPORTED_STORAGE:
         raise sec.error("kind", f"{kind} is not supported; use {REDIS} (or omit storage)")
     if kind == EMBEDDED:
@@ -198,7 +205,11 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
             raise sec.error("dataDir", "must not be empty (default ./.namerd)")
         at = str(sec.key_pos("dataDir")) if sec.has("dataDir") and not data_dir_override else ""
         return StorageConfig(
-            EMBEDDED, key_prefix=prefix, data_dir=data_dir_override or data_dir, data_dir_pos=at
+            EMBEDDED,
+            key_prefix=prefix,
+            data_dir=data_dir_override or data_dir,
+            data_dir_pos=at,
+            history_size=history_size,
         )
     if kind != REDIS:
         raise sec.error("kind", f"unknown storage kind {kind!r} (known: {REDIS}, {EMBEDDED})")
@@ -231,7 +242,7 @@ def _storage(raw: Any, pos: Pos | str | None, data_dir_override: str | None) -> 
             raise sec.error(
                 "url", f"the database in {url!r} must be a number, e.g. redis://host:6379/0"
             )
-    return StorageConfig(REDIS, url, tuple(sentinels), service, prefix)
+    return StorageConfig(REDIS, url, tuple(sentinels), service, prefix, history_size=history_size)
 
 
 def _namers(raw: Any, top: configtree.Section) -> tuple[NamerConfig, ...]:

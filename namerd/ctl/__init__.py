@@ -7,9 +7,12 @@ A re-implementation of Linkerd's ``namerctl`` on httpx, plus ``delegate``, ``bin
 
     dtab list|ls [--json]
     dtab get|cat NAME [--json] [--pretty=true|false]
-    dtab create|new NAME FILE|-
-    dtab update|up NAME FILE|- [--version ETAG]
+    dtab create|new NAME FILE|- [--allow-empty]
+    dtab update|up NAME FILE|- [--version ETAG] [--create] [--allow-empty]
     dtab delete|del|rm NAME
+    dtab history|log NAME [--limit N] [--diff] [--json]
+    dtab rollback NAME VERSION [--version ETAG] [--create] [--allow-empty]
+    dtab diff|dry-run NAME FILE|- [--path PATH ...] [--json]
     delegate NS PATH [--dtab DTAB] [--json]
     bind NS PATH [--dtab DTAB] [--json]
     resolve NS PATH [--dtab DTAB] [--json]
@@ -31,11 +34,17 @@ Where we differ from namerctl, on purpose:
   namerd's API (e.g. the admin port answered) and is an error, not a false "Created"
   (namerctl#28).
 * Global options are accepted before or after the command, as namerctl's persistent flags.
+* Changing a dtab is guarded (``commands.dtab``): no empty dtab without ``--allow-empty``, no
+  implicit create by ``update`` without ``--create``; ``update`` and ``rollback`` print the
+  dentries they removed and added, and write with If-Match on the version they read.
+* ``delegate``, ``bind`` and ``resolve`` on a namespace that does not exist fail (exit 1) and
+  name the namespaces that do, where namerd answers with an empty dtab (a ``neg``).
 * Every failure is one line on stderr (``namerctl: ...``) and a non-zero exit: 1 for a failed
   request or bad input, 2 for bad arguments or settings. Never a traceback.
 
 Modules: ``cli`` (arguments, ``main``), ``settings``, ``client`` (namerd's HTTP API), ``errors``,
-``inputs`` (dtab files), ``render`` (tree drawings), ``commands.dtab`` and ``commands.lookup``.
+``inputs`` (dtab files), ``render`` (tree and diff drawings), ``commands.dtab`` and
+``commands.lookup``.
 namerctl is a client: it imports only ``shared`` and itself, never namerd's server side.
 """
 

@@ -20,8 +20,11 @@ from namerd.ctl.client import Client
 from namerd.ctl.commands.dtab import (
     cmd_dtab_create,
     cmd_dtab_delete,
+    cmd_dtab_diff,
     cmd_dtab_get,
+    cmd_dtab_history,
     cmd_dtab_list,
+    cmd_dtab_rollback,
     cmd_dtab_update,
 )
 from namerd.ctl.commands.lookup import cmd_bind, cmd_delegate, cmd_resolve
@@ -67,6 +70,12 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -90,14 +99,37 @@ found in the working directory or one of its parents.
 Exit status: 0 ok, 1 request failed or bad input, 2 bad arguments or settings."""
 
 UPDATE_HELP = """\
-Replace a dtab. FILE (or - for stdin) is a text dtab, or JSON if it starts with { or [:
+Replace a dtab, and print what changed: '- ' for each dentry removed, '+ ' for each added.
+FILE (or - for stdin) is a text dtab, or JSON if it starts with { or [:
 {"version": "<etag>", "dtab": [...]} as `dtab get --json` prints, or a list of dentries.
+
+Refused (exit 1, nothing sent): a namespace that does not exist, unless --create (then it is
+created); a dtab with no dentries (every name would stop routing), unless --allow-empty.
 
 Which version is sent as If-Match (the update then fails with 412 if the dtab changed):
   1. --version ETAG, if given. It wins over a version in the JSON file (namerctl#21 fix:
      re-applying a saved file no longer fails forever; pass the current version instead).
   2. else the JSON file's "version" field, if any;
-  3. else none: the dtab is overwritten unconditionally (and created if missing)."""
+  3. else the version namerctl reads just before writing, so what it prints is exactly what
+     it changed, and a concurrent write makes it fail instead of being lost."""
+
+HISTORY_HELP = """\
+Show the writes namerd kept for a dtab (storage.historySize, default 50), newest first:
+version, time (UTC), operation (create, update = with If-Match, put = without, delete), who
+('token' when namerd checks a token, else -), the client's address, and the dentry count.
+--diff adds what each write changed."""
+
+ROLLBACK_HELP = """\
+Write the dtab of an older VERSION (a number, or an ETag) from the history back, and print what
+changed. It is sent with If-Match: the version read just before (or --version ETAG), so if
+someone changes the dtab meanwhile, nothing is written and namerctl exits 1 with a conflict.
+A deleted namespace is re-created only with --create; an empty dtab needs --allow-empty."""
+
+DIFF_HELP = """\
+Dry run: what FILE would change, without writing it. Prints the dentries removed ('- ') and
+added ('+ '), then, for every name in use (the names the answering namerd worker's watch
+streams, i.e. linkers, bind in this namespace) and every --path, its bound tree before and
+after. A dtab that does not parse is reported with its line and column."""
 
 GET_EPILOG = """\
 --pretty (the default) prints '# version <etag>', then one 'prefix  => dst ;' line per
@@ -106,7 +138,10 @@ dentry, prefixes padded to one width; --pretty=false prints 'p=>d;p=>d;'; --json
 
 CREATE_EPILOG = """\
 FILE (or - for stdin) is a text dtab, or JSON if it starts with { or [:
-{"version": .., "dtab": [...]} (the version is ignored) or a list of dentries."""
+{"version": .., "dtab": [...]} (the version is ignored) or a list of dentries.
+A dtab with no dentries routes nothing; it is refused unless --allow-empty."""
+
+ALLOW_EMPTY_HELP = "accept a dtab with no dentries (it routes nothing)"
 
 LOOKUP_EPILOG = """\
 PATH is a name such as /svc/users; --dtab adds rules for this lookup only (like the l5d-dtab
@@ -197,6 +232,7 @@ def build_parser() -> _Parser:
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("file", metavar="FILE|-")
+    p.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     p.set_defaults(func=cmd_dtab_create)
 
     p = sub(dtab_cmds, "update", ["up"], "replace a dtab", description=UPDATE_HELP)
@@ -208,11 +244,47 @@ def build_parser() -> _Parser:
         help="only update if the dtab is still at this version; wins over a version in the "
         "JSON file (namerctl#21)",
     )
+    p.add_argument(
+        "--create", action="store_true", help="create the namespace if it does not exist"
+    )
+    p.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     p.set_defaults(func=cmd_dtab_update)
 
     p = sub(dtab_cmds, "delete", ["del", "rm"], "delete a dtab")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_dtab_delete)
+
+    p = sub(dtab_cmds, "history", ["log"], "show a dtab's recorded writes",
+            description=HISTORY_HELP)  # fmt: skip
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the N newest")
+    p.add_argument("--diff", action="store_true", help="show what each write changed")
+    p.add_argument("--json", action="store_true", help="print namerd's JSON")
+    p.set_defaults(func=cmd_dtab_history)
+
+    p = sub(dtab_cmds, "rollback", [], "write an older version of a dtab back",
+            description=ROLLBACK_HELP)  # fmt: skip
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("target", metavar="VERSION")
+    p.add_argument("--version", metavar="ETAG", help="only if the dtab is still at this version")
+    p.add_argument("--create", action="store_true", help="re-create a deleted namespace")
+    p.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
+    p.set_defaults(func=cmd_dtab_rollback)
+
+    p = sub(dtab_cmds, "diff", ["dry-run"], "show what a new dtab would change, writing nothing",
+            description=DIFF_HELP)  # fmt: skip
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument(
+        "--path",
+        dest="paths",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also compare this name (repeatable), e.g. --path /svc/users",
+    )
+    p.add_argument("--json", action="store_true", help="print namerd's dry-run JSON")
+    p.set_defaults(func=cmd_dtab_diff)
 
     for name, func, help_, json_help in (
         (

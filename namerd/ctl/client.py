@@ -20,6 +20,9 @@ __all__ = ["DTAB", "JSON", "Client", "lookup_params", "ns_path"]
 JSON = "application/json"
 DTAB = "application/dtab"
 
+#: A "does not exist" error names at most this many of the namespaces that do.
+MAX_NAMESPACES_LISTED = 20
+
 
 class Client:
     """namerd's HTTP API, with every failure turned into a one-line :class:`CtlError`."""
@@ -40,7 +43,7 @@ class Client:
         method: str,
         path: str,
         *,
-        params: dict[str, str] | None = None,
+        params: dict[str, str] | httpx.QueryParams | None = None,
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
     ) -> httpx.Response:
@@ -93,6 +96,19 @@ class Client:
         if body:
             raise CtlError(f"namerd failed ({status}): {body}")
         raise CtlError(f"unexpected response: {status}")
+
+    def missing_namespace(self, name: str, hint: str = "") -> CtlError:
+        """The error for a namespace that does not exist, naming those that do (at most
+        ``MAX_NAMESPACES_LISTED``); ``hint`` ends the message (say, how to create it)."""
+        resp = self.request("GET", "/api/1/dtabs", headers={"Accept": JSON})
+        if resp.status_code != 200:
+            self.fail(resp)  # not namerd's API (e.g. its admin port): say that instead
+        value = self.json(resp)
+        names = [str(n) for n in value] if isinstance(value, list) else []
+        shown = ", ".join(names[:MAX_NAMESPACES_LISTED]) or "(none)"
+        more = len(names) - MAX_NAMESPACES_LISTED
+        listed = f"; namespaces: {shown}" + (f" and {more} more" if more > 0 else "")
+        return CtlError(f"namespace '{name}' does not exist{listed}{hint}")
 
     def json(self, resp: httpx.Response) -> Any:
         try:

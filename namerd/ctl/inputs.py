@@ -3,7 +3,8 @@
 A file is JSON if it starts with ``{`` or ``[`` (``{"version": "<etag>", "dtab": [...]}`` as
 ``dtab get --json`` prints, or a bare list of dentries), else dtab text. Either is checked with
 namerd's own parser before anything is sent, so a typo is reported with its file, line and
-column.
+column. The parsed dentries are kept in namerd's canonical JSON form, so that commands can show
+what a write changes (``namerd.ctl.diff``) and refuse an empty dtab.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path as FsPath
+from typing import Any
 
 from namerd.ctl.client import DTAB, JSON
 from namerd.ctl.errors import CtlError, UsageError, first_line, os_reason
 from shared import Dtab, DtabParseError, WireFormatError
-from shared.wire import dtab_from_json, encode
+from shared.wire import dtab_from_json, dtab_to_json, encode
 
 __all__ = ["DtabInput", "read_dtab_input"]
 
@@ -29,6 +31,8 @@ class DtabInput:
     content_type: str
     version: str | None
     source: str
+    #: The dentries as namerd's JSON (``[{"prefix", "dst"}]``, canonical text).
+    dentries: list[dict[str, Any]]
 
 
 def _read_source(arg: str) -> tuple[str, str]:
@@ -81,12 +85,12 @@ def read_dtab_input(arg: str) -> DtabInput:
             version = raw_version or None
             value, where = value["dtab"], "$.dtab"
         try:
-            dtab_from_json(value, where)
+            dtab = dtab_from_json(value, where)
         except WireFormatError as err:
             raise CtlError(f"{source}: invalid dtab: {err}") from None
-        return DtabInput(encode(value).encode("utf-8"), JSON, version, source)
+        return DtabInput(encode(value).encode("utf-8"), JSON, version, source, dtab_to_json(dtab))
     try:
-        Dtab.read(text)
+        dtab = Dtab.read(text)
     except DtabParseError as err:
         raise CtlError(f"{source}: invalid dtab: {first_line(err.render())}") from None
-    return DtabInput(text.encode("utf-8"), DTAB, None, source)
+    return DtabInput(text.encode("utf-8"), DTAB, None, source, dtab_to_json(dtab))

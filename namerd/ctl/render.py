@@ -1,4 +1,6 @@
-"""namerctl's tree drawings: delegation explanations and bound trees, for people.
+"""namerctl's drawings for people: delegation explanations, bound trees, and what a dtab
+change does (``dtab_diff``: the dentry lines removed and added; ``name_diff``: a name's bound
+tree before and after, from namerd's dry run).
 
 Trees are drawn with box-drawing characters when stdout can encode them, else ASCII
 (:func:`glyphs`). Drawing is iterative, so the ~100-level trees of looping dtabs draw without
@@ -7,6 +9,7 @@ deep recursion. Everything here returns lines; printing is the commands' busines
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +51,9 @@ __all__ = [
     "UNICODE",
     "Glyphs",
     "draw_tree",
+    "dtab_diff",
     "glyphs",
+    "name_diff",
     "negative_nodes",
     "pretty_dtab",
     "render_bound",
@@ -357,3 +362,37 @@ def pretty_dtab(dentries: Sequence[Mapping[str, str]]) -> list[str]:
     """namerctl's pretty form: prefixes padded to one width, then ``  => dst ;``."""
     width = max((len(d["prefix"]) for d in dentries), default=0)
     return [f"{d['prefix'].ljust(width)}  => {d['dst']} ;" for d in dentries]
+
+
+def dtab_diff(old: Sequence[Mapping[str, str]], new: Sequence[Mapping[str, str]]) -> list[str]:
+    """The dentries ``new`` removes (``- ``) and adds (``+ ``), one ``prefix => dst`` per line,
+    in dtab order; no context lines. Empty when the two are the same."""
+    a = [f"{d['prefix']} => {d['dst']}" for d in old]
+    b = [f"{d['prefix']} => {d['dst']}" for d in new]
+    return [
+        line[:1] + " " + line[1:]
+        for line in difflib.unified_diff(a, b, n=0, lineterm="")
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+
+
+def name_diff(
+    entry: Mapping[str, Any],
+    decode: Callable[[Any], tuple[NameTree[Bound], Mapping[Path, Addr]]],
+    g: Glyphs,
+) -> list[str]:
+    """One name of a dry run: its path and whether it changes, then its bound tree before and
+    after (only once if unchanged), indented. A binding failure is one ``✗ error:`` line."""
+    marks = ["changed" if entry["changed"] else "unchanged"]
+    if entry.get("watched"):
+        marks.append("in use")
+    lines = [f"{entry['path']}  ({', '.join(marks)})"]
+    sides = (("before", entry["before"]), ("after", entry["after"]))
+    for label, tree in sides if entry["changed"] else (("now", entry["before"]),):
+        lines.append(f"  {label}:")
+        if isinstance(tree, Mapping) and tree.get("type") == "exception":
+            lines.append(f"    {g.cross} error: {_message(str(tree.get('message', '')))}")
+            continue
+        root, addrs = decode(tree)
+        lines.extend("    " + line for line in render_bound(root, addrs, g))
+    return lines

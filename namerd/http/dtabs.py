@@ -13,6 +13,9 @@ Status codes, bodies and headers follow namerd:
   absent); each answers 204. The body is JSON or dtab text, by Content-Type; a dtab that does
   not parse is 400 with a caret diagram; the store keeps the canonical text (``Dtab.show``).
 
+Every write is recorded in the namespace's history (``namerd.storage.store``, "History"), with
+who made it (:func:`author_of`) and bounded by ``storage.historySize``; ``history.py`` serves it.
+
 The ETag is namerd's: base64 of the 8-byte big-endian version (``AAAAAAAAAAE=`` is v1).
 If-Match is decoded leniently, as twitter-util's decoder does; one that is not an 8-byte
 version never matches (412, as namerd answers ``If-Match: yolo``).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -38,11 +42,25 @@ from namerd.http.resource import (
     namespace_of,
     truthy,
 )
-from namerd.runtime import DTAB_LIST_TOPIC, ParsedDtab, dtab_topic, parse_stored
+from namerd.runtime import DTAB_LIST_TOPIC, ParsedDtab, Runtime, dtab_topic, parse_stored
+from namerd.storage.store import Author
 from shared import Dtab, DtabParseError
 from shared.wire import WireFormatError, dtab_from_json, dtab_to_json
 
-__all__ = ["DtabItem", "DtabList", "etag", "negotiate", "parse_if_match"]
+__all__ = [
+    "DtabItem",
+    "DtabList",
+    "author_of",
+    "etag",
+    "negotiate",
+    "parse_if_match",
+    "read_dtab_body",
+]
+
+#: The identity history records for a write that passed the bearer-token check. There is one
+#: token, so this is all that is known; never the token itself, nor a hash of it (history is
+#: readable without the token).
+TOKEN_IDENTITY = "token"
 
 
 def etag(version: int) -> str:
@@ -61,6 +79,17 @@ def parse_if_match(value: str) -> int | None:
     if len(raw) != 8:
         return None
     return int.from_bytes(raw, "big", signed=True)
+
+
+def author_of(rt: Runtime, req: falcon.asgi.Request) -> Author:
+    """Who is writing, for history: ``token`` when a token is configured (the write passed
+    ``authorize``), else unknown; and the client's address as the server saw it."""
+    return Author(TOKEN_IDENTITY if rt.config.auth_token else None, req.remote_addr or None)
+
+
+def recorded(rt: Runtime, req: falcon.asgi.Request) -> dict[str, Any]:
+    """The store's history arguments for a write made by ``req``."""
+    return {"author": author_of(rt, req), "history_size": rt.config.storage.history_size}
 
 
 def negotiate(accept: str | None) -> str:
@@ -168,7 +197,7 @@ class DtabItem(Resource):
         self.authorize(req)
         namespace_of(ns)
         dtab = read_dtab_body(req, await self.body(req))
-        await self.rt.store.create(ns, dtab.show())
+        await self.rt.store.create(ns, dtab.show(), **recorded(self.rt, req))
         resp.status = falcon.HTTP_204
 
     async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, ns: str) -> None:
@@ -177,12 +206,14 @@ class DtabItem(Resource):
         dtab = read_dtab_body(req, await self.body(req))
         if_match = req.get_header("If-Match")
         if if_match is None:
-            await self.rt.store.put(ns, dtab.show())
+            await self.rt.store.put(ns, dtab.show(), **recorded(self.rt, req))
         else:
             version = parse_if_match(if_match)
             # An undecodable If-Match can never match: 412, as namerd answers `If-Match: yolo`
             # (but a missing namespace is still 404, checked by update()).
-            await self.rt.store.update(ns, dtab.show(), version if version is not None else -1)
+            await self.rt.store.update(
+                ns, dtab.show(), version if version is not None else -1, **recorded(self.rt, req)
+            )
         resp.status = falcon.HTTP_204
 
     async def on_delete(
@@ -190,5 +221,5 @@ class DtabItem(Resource):
     ) -> None:
         self.authorize(req)
         namespace_of(ns)
-        await self.rt.store.delete(ns)
+        await self.rt.store.delete(ns, **recorded(self.rt, req))
         resp.status = falcon.HTTP_204

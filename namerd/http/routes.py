@@ -14,6 +14,7 @@ from typing import Any
 import falcon.asgi
 
 from namerd.http.dtabs import DtabItem, DtabList
+from namerd.http.history import DtabDiff, DtabHistory
 from namerd.http.lookups import AddrResource, Bind, BoundNames, Delegate, DelegateNoNs, Resolve
 from namerd.http.problems import add_error_handlers
 from namerd.http.registry import RegistryEndpoint, RegistryList, RegistryService
@@ -26,6 +27,8 @@ __all__ = ["ROUTES", "add_api_routes"]
 ROUTES: tuple[tuple[str, type[Resource]], ...] = (
     ("/api/1/dtabs", DtabList),
     ("/api/1/dtabs/{ns}", DtabItem),
+    ("/api/1/dtabs/{ns}/history", DtabHistory),
+    ("/api/1/dtabs/{ns}/diff", DtabDiff),
     ("/api/1/bind/{ns}", Bind),
     ("/api/1/addr/{ns}", AddrResource),
     ("/api/1/resolve/{ns}", Resolve),

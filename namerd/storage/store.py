@@ -12,6 +12,9 @@ Redis layout (``P`` is the key prefix, ``namerd:`` by default)
 ``P version:<ns>``                 string  highest version ever issued for ``<ns>``; kept
                                            after a delete (see "Versions" below)
 ``P namespaces``                   set     names of the namespaces that exist
+``P history:<ns>``                 list    the last writes to ``<ns>``, newest first, one JSON
+                                           object each (see "History" below); kept after a
+                                           delete
 ``P chan:dtab:<ns>``               chan    published on every write to ``<ns>``; the payload is
                                            the new version, or ``-`` on delete
 ``P chan:list``                    chan    published when a namespace is created (``+<ns>``)
@@ -21,10 +24,10 @@ Redis layout (``P`` is the key prefix, ``namerd:`` by default)
 For example, with the default prefix, namespace ``default`` lives in ``namerd:dtab:default``. A
 namespace name cannot contain ``:``, so keys cannot collide. Every write is one Lua script
 (``namerd.storage.scripts``; EVALSHA, falling back to SCRIPT LOAD after a Redis restart): it
-checks, writes the hash, keeps the set in step, bumps the counter, and PUBLISHes. So a
-notification is never sent for a write that did not happen, and a write never happens without
-its notification. The scripts touch several keys, so Redis Cluster is not supported; use a
-single primary or Sentinel.
+checks, writes the hash, keeps the set in step, bumps the counter, records the write in
+history, and PUBLISHes. So a notification is never sent for a write that did not happen, and
+a write never happens without its notification (or its history entry). The scripts touch
+several keys, so Redis Cluster is not supported; use a single primary or Sentinel.
 
 Versions
 --------
@@ -39,6 +42,18 @@ We keep ``P version:<ns>`` after a delete, so the recreated namespace continues 
 ``last + 1``, and any version issued before the delete can never match again. Each script
 also takes the maximum of the counter and the stored version, so a missing counter (data
 from an older layout, or one deleted by hand) cannot make versions go backwards either.
+
+History
+-------
+Every write that happens (create, update, put, delete) also pushes one entry on
+``P history:<ns>``, in the same script as the write, and trims the list to the caller's
+``history_size`` (``storage.historySize``, default 50): so the history is exactly the writes
+that happened, in order, and never more than that many per namespace. An entry is
+``{"version", "op", "at", "who", "client", "dtab"}``: the version the write produced (for a
+delete, the version deleted), the operation, the time (UTC ISO-8601, the writing process's
+clock), the writer's identity and address as the API saw them (``Author``; null when
+unknown), and the stored text (null for a delete). The list outlives a delete, like the version
+counter, so a re-created namespace shows what came before it.
 
 Watches
 -------
@@ -72,11 +87,13 @@ and a log line. ``:``, ``/``, ``{`` and whitespace are all excluded, and so are 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
 
@@ -106,8 +123,11 @@ from namerd.storage.connection import (
 from namerd.storage.watches import UNSET, Unset, Watch, WatchHub
 
 __all__ = [
+    "DEFAULT_HISTORY_SIZE",
     "DEFAULT_KEY_PREFIX",
     "NAMESPACE_PATTERN",
+    "Author",
+    "HistoryEntry",
     "RedisDtabStore",
     "VersionedDtab",
     "Watch",
@@ -117,6 +137,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY_PREFIX: Final = "namerd:"
+
+DEFAULT_HISTORY_SIZE: Final = 50
+"""How many history entries a write keeps per namespace unless told otherwise."""
 
 NAMESPACE_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 """Allowed namespace names (matched in full). See "Namespace names" in the module docstring."""
@@ -128,6 +151,65 @@ class VersionedDtab:
 
     dtab: str
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who made a write, as history records it: an identity (e.g. ``token`` when the API
+    checked a bearer token; None when nobody is known) and the client's address."""
+
+    who: str | None = None
+    client: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One write, as kept in a namespace's history (see "History" in the module docstring)."""
+
+    version: int
+    op: str
+    at: str
+    who: str | None
+    client: str | None
+    dtab: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as a JSON object, fields in this order."""
+        return {
+            "version": self.version,
+            "op": self.op,
+            "at": self.at,
+            "who": self.who,
+            "client": self.client,
+            "dtab": self.dtab,
+        }
+
+
+def _entry(op: str, dtab: str | None, author: Author | None) -> str:
+    """A history entry without its version (the write script adds it; see ``scripts``)."""
+    author = author or Author()
+    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps(
+        {"op": op, "at": at, "who": author.who, "client": author.client, "dtab": dtab},
+        separators=(",", ":"),
+    )
+
+
+def _parse_entry(raw: str) -> HistoryEntry | None:
+    """An entry as stored, or None if it is not one (written by hand): skipped, not fatal."""
+    try:
+        value = json.loads(raw)
+        entry = HistoryEntry(
+            int(value["version"]),
+            str(value["op"]),
+            str(value["at"]),
+            value.get("who"),
+            value.get("client"),
+            value.get("dtab"),
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+    return entry
 
 
 def validate_namespace(namespace: str) -> str:
@@ -343,6 +425,9 @@ class RedisDtabStore:
     def _version_key(self, namespace: str) -> str:
         return f"{self.key_prefix}version:{namespace}"
 
+    def _history_key(self, namespace: str) -> str:
+        return f"{self.key_prefix}history:{namespace}"
+
     def _dtab_channel(self, namespace: str) -> str:
         return f"{self.key_prefix}chan:dtab:{namespace}"
 
@@ -381,6 +466,23 @@ class RedisDtabStore:
             if isinstance(cached, Unset):
                 raise
             return cached
+
+    async def history(self, namespace: str, limit: int | None = None) -> list[HistoryEntry]:
+        """The writes kept for ``namespace``, newest first; at most ``limit`` of them.
+
+        An empty list means no write was recorded (the namespace may still exist, written
+        before history was kept). Entries that do not parse (written by hand) are skipped.
+
+        Raises:
+            InvalidNamespace: bad name. ValueError: ``limit`` < 1.
+            StorageUnavailable: Redis is down (history has no last-known fallback).
+        """
+        validate_namespace(namespace)
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        stop = -1 if limit is None else limit - 1
+        raw = await self._read(lambda: self._redis.lrange(self._history_key(namespace), 0, stop))
+        return [e for e in (_parse_entry(text(r)) for r in raw) if e is not None]
 
     async def _read_list(self) -> tuple[str, ...]:
         members = await self._read(lambda: self._redis.smembers(self._namespaces_key))
@@ -428,8 +530,18 @@ class RedisDtabStore:
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def create(self, namespace: str, dtab: str) -> int:
+    async def create(
+        self,
+        namespace: str,
+        dtab: str,
+        *,
+        author: Author | None = None,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+    ) -> int:
         """Create ``namespace`` with ``dtab``. It must not exist yet.
+
+        Every write takes ``author`` (who made it, for history; default unknown) and
+        ``history_size`` (how many entries the namespace's history keeps, >= 1).
 
         Returns:
             The new version: 1 for a brand-new name, or one more than the last version this
@@ -439,13 +551,22 @@ class RedisDtabStore:
             InvalidNamespace: bad name. NamespaceExists: it already exists (409).
             StorageUnavailable: Redis is down; the write may or may not have happened.
         """
-        status, version = await self._write(self._create, namespace, dtab, "")
+        entry = _entry("create", dtab, author)
+        status, version = await self._write(self._create, namespace, dtab, "", entry, history_size)
         if status == scripts.EXISTS:
             raise NamespaceExists(namespace)
         self._written(namespace, VersionedDtab(dtab, version), added=True)
         return version
 
-    async def update(self, namespace: str, dtab: str, version: int) -> int:
+    async def update(
+        self,
+        namespace: str,
+        dtab: str,
+        version: int,
+        *,
+        author: Author | None = None,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+    ) -> int:
         """Replace the dtab of ``namespace`` only if it is still at ``version`` (compare-and-set).
 
         Returns:
@@ -458,7 +579,10 @@ class RedisDtabStore:
         """
         if isinstance(version, bool) or not isinstance(version, int):
             raise TypeError(f"version must be an int, not {type(version).__name__}")
-        status, current = await self._write(self._update, namespace, dtab, str(version))
+        entry = _entry("update", dtab, author)
+        status, current = await self._write(
+            self._update, namespace, dtab, str(version), entry, history_size
+        )
         if status == scripts.NOT_FOUND:
             raise NamespaceNotFound(namespace)
         if status == scripts.MISMATCH:
@@ -466,7 +590,14 @@ class RedisDtabStore:
         self._written(namespace, VersionedDtab(dtab, current), added=False)
         return current
 
-    async def put(self, namespace: str, dtab: str) -> int:
+    async def put(
+        self,
+        namespace: str,
+        dtab: str,
+        *,
+        author: Author | None = None,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+    ) -> int:
         """Set the dtab of ``namespace`` unconditionally, creating it if needed (upsert).
 
         Returns:
@@ -476,18 +607,26 @@ class RedisDtabStore:
             InvalidNamespace: bad name.
             StorageUnavailable: Redis is down; the write may or may not have happened.
         """
-        _, version = await self._write(self._put, namespace, dtab, "")
+        entry = _entry("put", dtab, author)
+        _, version = await self._write(self._put, namespace, dtab, "", entry, history_size)
         self._written(namespace, VersionedDtab(dtab, version), added=True)
         return version
 
-    async def delete(self, namespace: str) -> None:
+    async def delete(
+        self,
+        namespace: str,
+        *,
+        author: Author | None = None,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+    ) -> None:
         """Delete ``namespace``. Its version counter is kept; see "Versions" above.
 
         Raises:
             InvalidNamespace: bad name. NamespaceNotFound: it does not exist (404).
             StorageUnavailable: Redis is down; the delete may or may not have happened.
         """
-        status, _ = await self._write(self._delete, namespace, "", "")
+        entry = _entry("delete", None, author)
+        status, _ = await self._write(self._delete, namespace, "", "", entry, history_size)
         if status == scripts.NOT_FOUND:
             raise NamespaceNotFound(namespace)
         self._remember(namespace, None)
@@ -495,15 +634,24 @@ class RedisDtabStore:
             self._last_list = tuple(n for n in self._last_list if n != namespace)
 
     async def _write(
-        self, script: AsyncScript, namespace: str, dtab: str, expected_version: str
+        self,
+        script: AsyncScript,
+        namespace: str,
+        dtab: str,
+        expected_version: str,
+        entry: str,
+        history_size: int,
     ) -> tuple[int, int]:
         validate_namespace(namespace)
         if not isinstance(dtab, str):
             raise TypeError(f"dtab must be a str, not {type(dtab).__name__}")
+        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
+            raise ValueError(f"history_size must be an int >= 1, not {history_size!r}")
         keys = [
             self._dtab_key(namespace),
             self._version_key(namespace),
             self._namespaces_key,
+            self._history_key(namespace),
         ]
         args = [
             namespace,
@@ -511,6 +659,8 @@ class RedisDtabStore:
             self._list_channel,
             dtab,
             expected_version,
+            entry,
+            str(history_size),
         ]
         try:
             status, version = await script(keys=keys, args=args)

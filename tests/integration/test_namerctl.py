@@ -197,7 +197,7 @@ def test_get_pretty_compact_and_json_output_exactly(run: Run, tmp_path: Path) ->
 def test_get_empty_dtab(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     name = ns()
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    assert run("dtab", "create", name, "-").code == 0
+    assert run("dtab", "create", name, "-", "--allow-empty").code == 0
     assert run("dtab", "get", name).out == f"# version {V1}\n"
     assert run("dtab", "get", name, "--json").out == f'{{"version":"{V1}","dtab":[]}}\n'
 
@@ -248,7 +248,7 @@ def test_update_versions_412_and_the_namerctl_21_fix(run: Run, tmp_path: Path) -
     assert json.loads(Path(saved).read_text())["version"] == V1
 
     # Without --version the file's version is the If-Match: first use works (v1 -> v2)...
-    assert run("dtab", "update", name, saved).out == f"Updated {name}\n"
+    assert run("dtab", "update", name, saved).out == f"(no dentry changed)\nUpdated {name}\n"
     assert run("dtab", "get", name).out.startswith(f"# version {V2}\n")
     # ...and a second use fails, as namerctl's does: the file's version is stale now.
     stale = run("dtab", "up", name, saved)
@@ -259,7 +259,7 @@ def test_update_versions_412_and_the_namerctl_21_fix(run: Run, tmp_path: Path) -
 
     # namerctl#21 fixed: an explicit --version wins over the file's (stale) version...
     fixed = run("dtab", "update", name, saved, "--version", V2)
-    assert (fixed.code, fixed.out) == (0, f"Updated {name}\n")
+    assert (fixed.code, fixed.out) == (0, f"(no dentry changed)\nUpdated {name}\n")
     assert run("dtab", "get", name).out.startswith(f"# version {V3}\n")
     # ...also when the flag is the stale one: the flag is what is sent.
     current = write(tmp_path / "current.json", run("dtab", "get", name, "--json").out)
@@ -267,19 +267,21 @@ def test_update_versions_412_and_the_namerctl_21_fix(run: Run, tmp_path: Path) -
     assert "version mismatch" in flag_stale.one_error_line
     assert "sent version AAAAAAAAAAE= from --version" in flag_stale.err
 
-    # Text with a matching / stale --version; without one, an unconditional overwrite.
+    # Text with a matching / stale --version; without one, the version just read.
     text = write(tmp_path / "b.dtab", "/svc => /b")
-    assert run("dtab", "update", name, text, "--version", V3).code == 0
+    changed = run("dtab", "update", name, text, "--version", V3)
+    assert (changed.code, changed.out) == (0, f"- /svc => /a\n+ /svc => /b\nUpdated {name}\n")
     assert "version mismatch" in run("dtab", "update", name, text, "--version", V3).one_error_line
     assert run("dtab", "update", name, text).code == 0
     assert run("dtab", "get", name, "--pretty=false").out == "/svc=>/b;\n"
 
-    # Without a version, update creates a missing dtab (namerd's upsert); with one, it is 404.
+    # A missing dtab is created only with --create (namerd's PUT would upsert it).
     fresh = ns()
-    assert run("dtab", "up", fresh, text).out == f"Updated {fresh}\n"
+    created = run("dtab", "up", fresh, text, "--create")
+    assert created.out == f"+ /svc => /b\nCreated {fresh}\n"
     missing = ns()
-    assert run("dtab", "update", missing, text, "--version", V1).one_error_line == (
-        f"namerctl: resource was not found by ID or name: {missing}"
+    assert run("dtab", "update", missing, text, "--version", V1).one_error_line.startswith(
+        f"namerctl: namespace '{missing}' does not exist; namespaces: "
     )
 
 
@@ -472,7 +474,7 @@ def test_token_required_for_writes(
     # Global options work after the command too, and the token may come from the environment.
     assert ctl("dtab", "up", name, dtab, *base, "--token", TOKEN).code == 0
     monkeypatch.setenv("NAMERCTL_TOKEN", TOKEN)
-    assert ctl(*base, "dtab", "update", name, dtab).out == f"Updated {name}\n"
+    assert ctl(*base, "dtab", "update", name, dtab).out.endswith(f"\nUpdated {name}\n")
     assert ctl(*base, "dtab", "rm", name).out == f"Deleted {name}\n"
 
     # Too big a body: namerd's 413 and its message.

@@ -3,7 +3,9 @@
 ``delegate`` and ``bind`` draw namerd's delegate tree and bound tree (``namerd.ctl.render``);
 ``resolve`` prints one address per line and exits 1 when the path does not resolve. ``--json``
 prints namerd's own JSON instead. PATH and ``--dtab`` are checked with namerd's parser first,
-for a message with line and column.
+for a message with line and column. A namespace that does not exist is an error that names the
+ones that do (namerd itself looks up through an empty dtab and answers ``neg``, which hides a
+typo in the namespace).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def _lookup(client: Client, kind: str, args: argparse.Namespace) -> httpx.Respon
             Dtab.read(args.dtab)
         except DtabParseError as err:
             raise UsageError(f"invalid --dtab: {first_line(err.render())}") from None
+    # namerd treats a missing namespace as an empty dtab; a typo would look like a routing bug.
+    if client.request("HEAD", ns_path("dtabs", args.namespace)).status_code == 404:
+        raise client.missing_namespace(args.namespace)
     resp = client.request(
         "GET",
         ns_path(kind, args.namespace),

@@ -19,8 +19,8 @@ computation per distinct watch then serves all its streams. A watch that hears a
 recomputes its answer, and most such answers do not change; its streams then send nothing,
 because they drop repeats (docs/namerd-api.md). Topics are coarse (a namer, not a name; a
 bind hears every name source, since which namers it asks is not recorded), which costs some
-spurious recomputations but cannot lose a wake-up. One-off lookups waiting for a pending address use the plain change counter
-(``generation``), which moves on every change.
+spurious recomputations but cannot lose a wake-up. One-off lookups waiting for a pending
+address use the plain change counter (``generation``), which moves on every change.
 
 Errors
 ------
