@@ -51,6 +51,7 @@ __all__ = [
     "NeedLookup",
     "Pause",
     "Stepper",
+    "answer_lookup",
     "bind",
     "lookup_by_prefix",
     "run_sync",
@@ -329,13 +330,20 @@ def run_sync(stepper: Stepper[R], lookup: Callable[[NeedLookup], NameTree[Name]]
             return event.value
         if isinstance(event, Pause):
             stepper.resume()
-            continue
-        try:
-            answer = lookup(event)
-        except Exception as err:  # a namer's error is data for the algorithm, not a crash
-            stepper.fail(str(err) or type(err).__name__)
         else:
-            stepper.send(answer)
+            answer_lookup(stepper, event, lookup)
+
+
+def answer_lookup(
+    stepper: Stepper[R], event: NeedLookup, lookup: Callable[[NeedLookup], NameTree[Name]]
+) -> None:
+    """Answer ``event`` with ``lookup``; an exception it raises becomes a namer failure."""
+    try:
+        answer = lookup(event)
+    except Exception as err:  # a namer's error is data for the algorithm, not a crash
+        stepper.fail(str(err) or type(err).__name__)
+    else:
+        stepper.send(answer)
 
 
 def _no_namers(req: NeedLookup) -> NameTree[Name]:

@@ -87,12 +87,6 @@ REQUEST_DTAB_BUDGET: Final = WorkBudget("requestDtabBudget", 5_000, 1_000, 1024 
 #: No limit (tools and tests that want the old behaviour).
 UNLIMITED: Final = WorkBudget("unlimited", 1 << 62, 1 << 62, 1 << 62)
 
-_KEYS: Final = (
-    ("maxNodes", "max_nodes"),
-    ("maxResultNodes", "max_result_nodes"),
-    ("maxOutputBytes", "max_output_bytes"),
-)
-
 
 class WorkMeter:
     """Counts the work of one stepper run against its :class:`WorkBudget`.
@@ -150,6 +144,11 @@ def budget_from_config(
         error: the exception class to raise (each package has its own).
     """
     sec = Section(value, where, pos, error=error)
-    changes = {attr: sec.positive_int(key, getattr(default, attr)) for key, attr in _KEYS}
+    budget = replace(
+        default,
+        max_nodes=sec.positive_int("maxNodes", default.max_nodes),
+        max_result_nodes=sec.positive_int("maxResultNodes", default.max_result_nodes),
+        max_output_bytes=sec.positive_int("maxOutputBytes", default.max_output_bytes),
+    )
     sec.done()
-    return replace(default, **changes)
+    return budget

@@ -308,9 +308,9 @@ class Delegator(Stepper[DelegateTree]):
         else:
             rewritten = []
             for d in matches:
-                t = d.rewrite(name)
-                self.meter.nodes(tree_size(t))
-                rewritten.append(from_name_tree(name, d, t))
+                dst = d.rewrite(name)
+                self.meter.nodes(tree_size(dst))
+                rewritten.append(from_name_tree(name, d, dst))
             subtrees = tuple(rewritten)
             if len(subtrees) == 1:
                 result = DelegateNode(name, dentry, subtrees[0])
