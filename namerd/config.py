@@ -11,9 +11,9 @@ Config file shape (namerd's; unknown keys are an error naming the key and its fi
     auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only
     limits:     {maxBodyBytes: 1048576, lookupTimeoutMs: 10000, delegateTimeoutMs: 2000,
                  watchHeartbeatMs: 15000,
-                 storedDtabBudget: {maxNodes: 200000, maxResultNodes: 20000,
+                 storedDtabBudget: {maxNodes: 100000, maxResultNodes: 20000,
                                     maxOutputBytes: 16777216},
-                 requestDtabBudget: {maxNodes: 5000, maxResultNodes: 1000,
+                 requestDtabBudget: {maxNodes: 4000, maxResultNodes: 1000,
                                      maxOutputBytes: 1048576}}
 
 Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
@@ -62,10 +62,10 @@ gets ``storedDtabBudget``. Over budget: 400 naming the limit (``namerd.http.prob
 =======================================  ========  ============================================
 key                                      default   meaning
 =======================================  ========  ============================================
-limits.storedDtabBudget.maxNodes         200000    work units of one bind or delegate
+limits.storedDtabBudget.maxNodes         100000    work units of one bind or delegate
 limits.storedDtabBudget.maxResultNodes   20000     nodes of the bound tree / the explanation
 limits.storedDtabBudget.maxOutputBytes   16777216  delegate JSON (estimated while explaining)
-limits.requestDtabBudget.maxNodes        5000      the same three, with a request's ``dtab=``
+limits.requestDtabBudget.maxNodes        4000      the same three, with a request's ``dtab=``
 limits.requestDtabBudget.maxResultNodes  1000
 limits.requestDtabBudget.maxOutputBytes  1048576
 =======================================  ========  ============================================

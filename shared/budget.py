@@ -7,7 +7,7 @@ short); only counting the work does. The steppers (:class:`~shared.binding.Binde
 same limits, and raise :class:`~shared.errors.BudgetExceeded` naming the limit as soon as one is
 passed: the cost of a refused request is bounded by the limit, not by the dtab.
 
-What is counted (units, each a few hundred nanoseconds of CPython work):
+What is counted (units, each one to two microseconds of CPython work):
 
 * ``max_nodes``: every name-tree node the stepper steps into, every node of each tree a dtab
   lookup builds (a rewritten destination; Alt branches after the winner are built too, though
@@ -21,20 +21,37 @@ What is counted (units, each a few hundred nanoseconds of CPython work):
 Two budgets, because who wrote the dtab matters: :data:`STORED_DTAB_BUDGET` for dtabs an
 operator stored (namerd's namespaces, the linker's router ``dtab``) and the tighter
 :data:`REQUEST_DTAB_BUDGET` for any bind that includes a dtab a client sent (``l5d-dtab``,
-``l5d-ctx-dtab``, namerd's ``dtab=``). Measured on CPython 3.12 (this repository's venv, one
-core of a shared 2-core machine): a bind works at roughly 1,500-3,000 units per millisecond, so
-the request budget of 10,000 units is a few milliseconds of CPU, while the stored budget of
-500,000 passes every legitimate dtab we measured (500 entries, unions of 100 and of 2,000
-branches, delegating 8,000 branches) and still ends an exponential dtab within about a second.
+``l5d-ctx-dtab``, namerd's ``dtab=``).
+
+How the defaults were chosen (CPython 3.11, CPU time of one process on a loaded 2-core machine;
+about 450-700 units per millisecond, the dentry comparisons of ``Dtab.lookup`` being the bulk):
+
+=====================================================  =======  =============  ========
+case                                                   units    result nodes   CPU
+=====================================================  =======  =============  ========
+bind through a 500-entry dtab                          1,513    1              2 ms
+bind a union of 100 / 2,000 branches                   804 /    200 /          1 / 34 ms
+                                                       16,004   4,000
+delegate a union of 2,000 / 8,000 branches             14,005 / 2,002 /        24 / 89 ms
+                                                       56,005   8,002 (534 KB)
+100-entry router dtab plus a one-entry override        426      1              0.6 ms
+``/n0=>/n1&/n1;...`` (16 entries), request budget      stops at 4,000          6 ms
+the same, stored budget                                stops at 100,000        165 ms
+=====================================================  =======  =============  ========
+
+So the request budget (4,000 units) is a few milliseconds of CPU and leaves room for a router
+dtab of a few hundred entries; the stored budget (100,000) passes every legitimate case above
+and ends an exponential stored dtab within a few hundred milliseconds.
 
 ``slice_units`` is how much work an asynchronous driver lets a stepper do between two
 checkpoints of its event loop (the linker's default interpreter: ``linker.naming.default``), so
-a bind never holds a worker's loop longer than one slice whatever the budget.
+a bind never holds a worker's loop longer than one slice (plus the one lookup step that
+crosses it) whatever the budget: 500 units, a millisecond or two.
 
 Configuration (the same shape in namerd's ``limits`` and the linker's ``interpreter``)::
 
-    storedDtabBudget:  {maxNodes: 500000, maxResultNodes: 100000, maxOutputBytes: 16777216}
-    requestDtabBudget: {maxNodes: 10000, maxResultNodes: 2000, maxOutputBytes: 1048576}
+    storedDtabBudget:  {maxNodes: 100000, maxResultNodes: 20000, maxOutputBytes: 16777216}
+    requestDtabBudget: {maxNodes: 4000, maxResultNodes: 1000, maxOutputBytes: 1048576}
 
 read by :func:`budget_from_config`.
 """
@@ -57,8 +74,8 @@ __all__ = [
     "budget_from_config",
 ]
 
-#: Work an async driver allows between two event-loop checkpoints (one to a few milliseconds).
-DEFAULT_SLICE_UNITS: Final = 1_000
+#: Work an async driver allows between two event-loop checkpoints (a millisecond or two).
+DEFAULT_SLICE_UNITS: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +98,9 @@ class WorkBudget:
 
 
 #: Dtabs an operator stored (namerd namespaces, the router's ``dtab``).
-STORED_DTAB_BUDGET: Final = WorkBudget("storedDtabBudget", 200_000, 20_000, 16 * 1024 * 1024)
+STORED_DTAB_BUDGET: Final = WorkBudget("storedDtabBudget", 100_000, 20_000, 16 * 1024 * 1024)
 #: Any bind that includes a client-sent dtab (``l5d-dtab``, ``l5d-ctx-dtab``, ``dtab=``).
-REQUEST_DTAB_BUDGET: Final = WorkBudget("requestDtabBudget", 5_000, 1_000, 1024 * 1024)
+REQUEST_DTAB_BUDGET: Final = WorkBudget("requestDtabBudget", 4_000, 1_000, 1024 * 1024)
 #: No limit (tools and tests that want the old behaviour).
 UNLIMITED: Final = WorkBudget("unlimited", 1 << 62, 1 << 62, 1 << 62)
 

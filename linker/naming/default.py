@@ -22,22 +22,22 @@ Config keys (the ``interpreter`` object of a router, ``kind: default``; Linkerd 
 
     interpreter:
       kind: default
-      storedDtabBudget:  {maxNodes: 200000, maxResultNodes: 20000, maxOutputBytes: 16777216}
-      requestDtabBudget: {maxNodes: 5000, maxResultNodes: 1000, maxOutputBytes: 1048576}
+      storedDtabBudget:  {maxNodes: 100000, maxResultNodes: 20000, maxOutputBytes: 16777216}
+      requestDtabBudget: {maxNodes: 4000, maxResultNodes: 1000, maxOutputBytes: 1048576}
 
 =================================  ========  =================================================
 key                                default   meaning
 =================================  ========  =================================================
-storedDtabBudget.maxNodes          200000    work units (nodes visited and built, dentries
+storedDtabBudget.maxNodes          100000    work units (nodes visited and built, dentries
                                              compared) of one bind with the router's dtab
 storedDtabBudget.maxResultNodes    20000     nodes of the bound tree
 storedDtabBudget.maxOutputBytes    16777216  (delegate explanations only; unused here)
-requestDtabBudget.maxNodes         5000      the same, for a bind with request dtab entries
+requestDtabBudget.maxNodes         4000      the same, for a bind with request dtab entries
 requestDtabBudget.maxResultNodes   1000
 requestDtabBudget.maxOutputBytes   1048576
 =================================  ========  =================================================
 
-The slice (:data:`shared.budget.DEFAULT_SLICE_UNITS`, 1000 units: one to a few milliseconds of
+The slice (:data:`shared.budget.DEFAULT_SLICE_UNITS`, 500 units: one or two milliseconds of
 CPU) is not configurable: it is a property of the event loop, not of the dtab.
 """
 
