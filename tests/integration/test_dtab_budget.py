@@ -31,10 +31,13 @@ def test_an_over_budget_bind_watch_gets_an_exception_value(namerd: Namerd) -> No
     url = f"{namerd.api}/api/1/bind/{name}"
     with watch(url, path="/n0", dtab=exponential(40)) as lines:
         value = json.loads(lines.next())
-        assert value["type"] == "exception" and value["path"] == "/n0"
+        assert value["type"] == "exception"
+        assert value["path"] == "/n0"
         assert f"(limit {limit})" in value["message"]
         # The same namerd answers the next request (on the wire, as a 400 JSON error).
         r = httpx.get(url, params={"path": "/n0", "dtab": exponential(40)})
-        assert r.status_code == 400 and r.json()["limit"] == limit
+        assert r.status_code == 400
+        assert r.json()["limit"] == limit
         r = httpx.get(url, params={"path": "/svc/users"})
-        assert r.status_code == 200 and r.json()["type"] == "leaf"
+        assert r.status_code == 200
+        assert r.json()["type"] == "leaf"

@@ -30,7 +30,8 @@ def assert_over_budget(r: httpx.Response, limit: str) -> None:
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
-    assert body["status"] == 400 and body["limit"] == limit
+    assert body["status"] == 400
+    assert body["limit"] == limit
     assert f"(limit {limit})" in body["error"]
 
 
@@ -50,7 +51,8 @@ def test_an_exponential_request_dtab_is_a_400_naming_the_request_limit(serve: Se
             assert_over_budget(r, limit)
             # resolve reports lookup failures as a failed address, as before.
             r = await api.get("/api/1/resolve/default", params=params)
-            assert r.status_code == 200 and r.json()["type"] == "failed"
+            assert r.status_code == 200
+            assert r.json()["type"] == "failed"
             assert limit in r.json()["cause"]
             # The same dtab without the explosion binds.
             r = await api.get("/api/1/bind/default", params={"path": "/n29", "dtab": dtab})
