@@ -12,12 +12,14 @@ with the same work budget (``shared.budget``): nodes visited and built, dentries
 nodes of the explanation, and an estimate of its JSON size (``max_output_bytes``). A budget
 error ends the whole explanation; it never becomes an exception node.
 
-Sharing the dentry. A dentry whose destination is a union of N branches labels the union node
-and all N branches below it (Linkerd's ``DelegateTree.fromNameTree`` does the same). The nodes
-share one :class:`Dentry` object in memory; the JSON (``shared.wire``) prints a node's dentry
-when it differs from its parent's, and also when it is the parent's but short
-(:data:`DENTRY_REPEAT_MAX_BYTES`), which keeps namerd's exact bytes for ordinary dtabs while a
-2,000-branch dentry is printed once instead of 2,000 times, so the output stays linear.
+Sharing the dentry. A dentry whose destination is a union of N branches labels all N branch
+nodes (Linkerd's ``DelegateTree.fromNameTree`` does the same), so printing it on each would
+make the JSON quadratic in N (42 MB for 2,000 branches). The nodes share one :class:`Dentry`
+object in memory, and ``shared.wire`` prints a dentry longer than
+:data:`DENTRY_REPEAT_MAX_BYTES` only where a reader could not infer it: a node leaves it out
+when it is its previous sibling's (in an alt or union) or else its parent's, and the reader
+puts it back. Shorter dentries are printed on every node, so ordinary dtabs get namerd's exact
+bytes.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ __all__ = [
 ]
 
 
-#: A node repeats its parent's dentry in JSON only while the dentry's text is at most this long.
+#: JSON repeats a dentry a reader could infer (a sibling's, the parent's) only up to this size.
 DENTRY_REPEAT_MAX_BYTES: Final = 1024
 
 #: JSON bytes of a node besides its path and dentry (``{"type":"leaf","path":"",...}``).

@@ -400,9 +400,8 @@ class _DelegateRenderer:
 def delegate_tree_to_json(node: DelegateTree, addr_of: AddrOf = _no_addr) -> dict[str, Json]:
     """A delegation explanation as ``/api/1/delegate`` and ``/delegator.json`` return it.
 
-    A long dentry is printed only on the node that introduces it (see
-    :class:`_DelegateRenderer`); :func:`delegate_tree_from_json` gives the children it was left
-    out of their parent's dentry again.
+    A long dentry is left out where a reader can infer it (see :class:`_DelegateRenderer`);
+    :func:`delegate_tree_from_json` puts it back.
     """
     return _DelegateRenderer(addr_of).render(node, None)
 
