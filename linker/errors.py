@@ -5,6 +5,7 @@
     │   └── FramingError        400  conflicting Content-Length / Transfer-Encoding, broken body
     ├── NoNameIdentified        400  the router's identifier found nothing to route by
     ├── BadDtabHeader           400  an ``l5d-dtab`` / ``l5d-ctx-dtab`` header does not parse
+    ├── DtabOverBudget          400  binding with the request's dtab needs more work than allowed
     ├── LoopDetected            400  more ``Via`` entries than ``maxCallDepth``
     ├── RequestTimeout          408  the client was too slow sending its head or its body
     ├── RequestLineTooLong      414  request line over ``maxInitialLineKB``
@@ -39,6 +40,7 @@ __all__ = [
     "BadRequest",
     "BindingFailed",
     "ConnectFailed",
+    "DtabOverBudget",
     "FramingError",
     "HeadersTooLarge",
     "InternalError",
@@ -105,6 +107,16 @@ class NoNameIdentified(LinkerError):
 
 class BadDtabHeader(LinkerError):
     """An ``l5d-dtab`` or ``l5d-ctx-dtab`` header is not a valid dtab."""
+
+    status = 400
+
+
+class DtabOverBudget(LinkerError):
+    """Binding the name needs more work than the interpreter's budget allows.
+
+    Almost always a request dtab whose entries expand into each other; the message names the
+    limit (e.g. ``requestDtabBudget.maxNodes``, configured on the router's interpreter).
+    """
 
     status = 400
 

@@ -11,7 +11,11 @@ Config file shape (namerd's; unknown keys are an error naming the key and its fi
     interfaces: [{kind: io.l5d.httpController, ip: 127.0.0.1, port: 4180}]
     auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only
     limits:     {maxBodyBytes: 1048576, lookupTimeoutMs: 10000, delegateTimeoutMs: 2000,
-                 watchHeartbeatMs: 15000}
+                 watchHeartbeatMs: 15000,
+                 storedDtabBudget: {maxNodes: 100000, maxResultNodes: 20000,
+                                    maxOutputBytes: 16777216},
+                 requestDtabBudget: {maxNodes: 4000, maxResultNodes: 1000,
+                                     maxOutputBytes: 1048576}}
 
 Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
 ``$``): ``url: ${NAMERD_REDIS_URL:-redis://redis:6379/0}`` (``shared.configtree``).
@@ -47,8 +51,27 @@ limits.lookupTimeoutMs   10000           non-watch bind/addr/resolve waiting for
 limits.delegateTimeoutMs 2000            delegate explanation -> 503 ``Request timed out.``
 limits.watchHeartbeatMs  15000           a watch stream gets a ``\\n`` after this long with nothing
                                          written to it
+limits.*DtabBudget       see below       the work one bind or delegate may do (stored dtab /
+                                         with a request's ``dtab=``, tighter)
 workers                  2               gunicorn worker processes (``--workers``)
 =======================  ==============  ==========================================================
+
+Work budgets (``shared.budget`` says what the units count and how the defaults were measured).
+A bind or delegate whose request carries a non-empty ``dtab=`` (the linker always sends its
+router's dtab and overrides there) gets ``requestDtabBudget``; one with the stored dtab alone
+gets ``storedDtabBudget``. Over budget: 400 naming the limit (``namerd.http.problems``), or an
+``exception`` value on a watch stream.
+
+=======================================  ========  ============================================
+key                                      default   meaning
+=======================================  ========  ============================================
+limits.storedDtabBudget.maxNodes         100000    work units of one bind or delegate
+limits.storedDtabBudget.maxResultNodes   20000     nodes of the bound tree / the explanation
+limits.storedDtabBudget.maxOutputBytes   16777216  delegate JSON (estimated while explaining)
+limits.requestDtabBudget.maxNodes        4000      the same three, with a request's ``dtab=``
+limits.requestDtabBudget.maxResultNodes  1000
+limits.requestDtabBudget.maxOutputBytes  1048576
+=======================================  ========  ============================================
 """
 
 from __future__ import annotations
@@ -60,7 +83,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from namerd.configfile import ConfigError, Pos, Section, load_yaml
-from shared import DtabParseError, Path, configtree
+from shared import (
+    REQUEST_DTAB_BUDGET,
+    STORED_DTAB_BUDGET,
+    Dtab,
+    DtabParseError,
+    Path,
+    WorkBudget,
+    configtree,
+)
+from shared.budget import budget_from_config
 from shared.configtree import located_dict
 
 __all__ = [
@@ -166,6 +198,12 @@ class Limits:
     lookup_timeout_ms: int = 10_000
     delegate_timeout_ms: int = 2_000
     watch_heartbeat_ms: int = 15_000
+    stored_dtab_budget: WorkBudget = STORED_DTAB_BUDGET
+    request_dtab_budget: WorkBudget = REQUEST_DTAB_BUDGET
+
+    def dtab_budget(self, extra: Dtab) -> WorkBudget:
+        """The budget of a lookup whose request added ``extra`` (``dtab=``) to the stored dtab."""
+        return self.request_dtab_budget if extra else self.stored_dtab_budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +381,15 @@ def parse_config(
         lim.positive_int("lookupTimeoutMs", _DEFAULT_LIMITS.lookup_timeout_ms),
         lim.positive_int("delegateTimeoutMs", _DEFAULT_LIMITS.delegate_timeout_ms),
         lim.positive_int("watchHeartbeatMs", _DEFAULT_LIMITS.watch_heartbeat_ms),
+        *(
+            budget_from_config(
+                lim.get(key), f"limits.{key}", default, pos=lim.key_pos(key), error=ConfigError
+            )
+            for key, default in (
+                ("storedDtabBudget", STORED_DTAB_BUDGET),
+                ("requestDtabBudget", REQUEST_DTAB_BUDGET),
+            )
+        ),
     )
     lim.done()
     file_workers = top.get("workers", DEFAULT_WORKERS, int)

@@ -11,6 +11,7 @@ from ._parser import MAX_NESTING
 from ._parser import parse_tree as read_name_tree
 from .addr import ADDR_NEG, ADDR_PENDING, Addr, AddrBound, Address, AddrFailed, AddrNeg, AddrPending
 from .binding import DEFAULT_MAX_DEPTH, Binder, Done, NeedLookup, Stepper, bind, run_sync
+from .budget import REQUEST_DTAB_BUDGET, STORED_DTAB_BUDGET, WorkBudget
 from .delegate import (
     AltNode,
     DelegateNode,
@@ -29,6 +30,7 @@ from .delegate import (
 )
 from .dtab import ANY, Dentry, Dtab, Prefix
 from .errors import (
+    BudgetExceeded,
     DelegationError,
     DtabParseError,
     MaxDepthExceeded,
@@ -70,6 +72,8 @@ __all__ = [
     "FAIL",
     "MAX_NESTING",
     "NEG",
+    "REQUEST_DTAB_BUDGET",
+    "STORED_DTAB_BUDGET",
     "Addr",
     "AddrBound",
     "AddrFailed",
@@ -80,6 +84,7 @@ __all__ = [
     "AltNode",
     "Binder",
     "Bound",
+    "BudgetExceeded",
     "DelegateNode",
     "DelegateTree",
     "DelegationError",
@@ -113,6 +118,7 @@ __all__ = [
     "Weighted",
     "WeightedNode",
     "WireFormatError",
+    "WorkBudget",
     "bind",
     "delegate",
     "eval_tree",

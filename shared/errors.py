@@ -9,6 +9,7 @@ carries ``status_hint``, the HTTP status a server should use if the error reache
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceeded",
     "DelegationError",
     "DtabParseError",
     "MaxDepthExceeded",
@@ -116,6 +117,27 @@ class MaxDepthExceeded(DelegationError):
         if path is not None:
             msg += f" (while resolving {path}; check the dtab for a rule that loops)"
         super().__init__(msg)
+
+
+class BudgetExceeded(DelegationError):
+    """Binding or explaining a name needed more work than its budget allows (``shared.budget``).
+
+    The client's fault, not the server's (a dtab whose entries expand each other, or one too
+    big for its budget), hence 400. Attributes: ``limit`` (the config key, e.g.
+    ``requestDtabBudget.maxNodes``), ``max`` (its value) and ``what`` (``binding /svc/x``).
+    """
+
+    status_hint = 400
+
+    def __init__(self, limit: str, max: int, unit: str, what: str) -> None:
+        self.limit = limit
+        self.max = max
+        self.what = what
+        super().__init__(
+            f"{what} needed more than {max} {unit} (limit {limit}); "
+            "simplify the dtab (entries that expand into each other multiply the work) "
+            "or raise the limit"
+        )
 
 
 class UnknownNamer(DelegationError):

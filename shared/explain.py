@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .binding import DEFAULT_MAX_DEPTH, Lookup
+from .budget import STORED_DTAB_BUDGET, WorkBudget
 from .delegate import delegate
 from .dtab import Dtab
 from .path import Path
@@ -30,6 +31,7 @@ def explain(
     *,
     namers: Sequence[Path] = (),
     max_depth: int = DEFAULT_MAX_DEPTH,
+    budget: WorkBudget = STORED_DTAB_BUDGET,
 ) -> dict[str, Json]:
     """How ``path`` routes through ``dtab``, the namers mounted at ``namers`` and ``/$``.
 
@@ -39,6 +41,8 @@ def explain(
 
     Raises:
         DelegationError: the chain outside any Alt/Union is longer than ``max_depth`` (a dtab
-            loop); inside one, the branch becomes an exception node instead.
+            loop); inside one, the branch becomes an exception node instead. Or the
+            explanation needs more than ``budget`` allows (``BudgetExceeded``, anywhere).
     """
-    return delegate_tree_to_json(delegate(dtab, path, lookup, namers, max_depth), addr_of)
+    tree = delegate(dtab, path, lookup, namers, max_depth, budget)
+    return delegate_tree_to_json(tree, addr_of)

@@ -10,7 +10,7 @@ same values. ``*_from_json`` take parsed JSON (``json.loads`` output) and raise
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._parser import parse_tree
@@ -25,6 +25,7 @@ from .addr import (
     parse_weight,
 )
 from .delegate import (
+    DENTRY_REPEAT_MAX_BYTES,
     AltNode,
     DelegateNode,
     DelegateTree,
@@ -36,6 +37,7 @@ from .delegate import (
     TransformationNode,
     UnionNode,
     WeightedNode,
+    dentry_json_bytes,
 )
 from .dtab import Dentry, Dtab, Prefix
 from .errors import DtabParseError, SharedError
@@ -311,64 +313,106 @@ def bound_tree_from_json(v: Json, where: str = "$") -> tuple[NameTree[Bound], di
 # -- delegate trees -----------------------------------------------------------------------------
 
 
-def _head(kind: str, path: str, dentry: Dentry | None) -> dict[str, Json]:
-    out: dict[str, Json] = {"type": kind, "path": path}
-    if dentry is not None:
-        out["dentry"] = dentry_to_json(dentry)
-    return out
+class _DelegateRenderer:
+    """Renders one explanation; each distinct dentry is shown once (memo by identity).
+
+    A node's dentry is printed unless it is longer than ``DENTRY_REPEAT_MAX_BYTES`` and is the
+    one a reader infers for the node: its previous sibling's (in an ``alt``/``union`` list) or
+    else its parent's (``shared.delegate``, "Sharing the dentry"). That keeps namerd's exact
+    bytes for ordinary dtabs and makes the output linear for a dentry with thousands of
+    branches (each branch would otherwise repeat all of them).
+    """
+
+    def __init__(self, addr_of: AddrOf) -> None:
+        self.addr_of = addr_of
+        # id(dentry) -> (its JSON, whether a node may repeat it); the tree keeps them alive.
+        self._dentries: dict[int, tuple[dict[str, Json], bool]] = {}
+
+    def children(self, trees: Iterable[DelegateTree], parent: Dentry | None) -> list[Json]:
+        out: list[Json] = []
+        inferred = parent
+        for t in trees:
+            out.append(self.render(t, inferred))
+            if not isinstance(t, TransformationNode):
+                inferred = t.dentry
+        return out
+
+    def head(
+        self, kind: str, path: str, dentry: Dentry | None, inferred: Dentry | None
+    ) -> dict[str, Json]:
+        out: dict[str, Json] = {"type": kind, "path": path}
+        if dentry is not None:
+            known = self._dentries.get(id(dentry))
+            if known is None:
+                shown = dentry_to_json(dentry)
+                size = dentry_json_bytes(dentry)
+                known = self._dentries[id(dentry)] = (shown, size <= DENTRY_REPEAT_MAX_BYTES)
+            if dentry is not inferred or known[1]:
+                out["dentry"] = known[0]
+        return out
+
+    def render(self, node: DelegateTree, inferred: Dentry | None) -> dict[str, Json]:
+        if isinstance(node, TransformationNode):
+            return {
+                "type": "transformation",
+                "path": node.path.show(),
+                "name": node.name,
+                "bound": bound_to_json(node.bound, self.addr_of(node.bound)),
+                "tree": self.render(node.tree, inferred),
+            }
+        d = node.dentry
+        if isinstance(node, DelegateNode):
+            out = self.head("delegate", node.path.show(), d, inferred)
+            out["delegate"] = self.render(node.tree, d)
+            return out
+        if isinstance(node, AltNode):
+            out = self.head("alt", node.path.show(), d, inferred)
+            out["alt"] = self.children(node.trees, d)
+            return out
+        if isinstance(node, UnionNode):
+            out = self.head("union", node.path.show(), d, inferred)
+            trees = self.children((w.tree for w in node.weighted), d)
+            out["union"] = [
+                {"weight": w.weight, "tree": t} for w, t in zip(node.weighted, trees, strict=True)
+            ]
+            return out
+        if isinstance(node, LeafNode):
+            out = self.head("leaf", node.path.show(), d, inferred)
+            value = node.value
+            if isinstance(value, Bound):
+                out["bound"] = bound_to_json(value, self.addr_of(value))
+            else:  # only seen mid-algorithm; show the unbound path rather than crash
+                out["bound"] = {"id": value.show(), "path": "/"}
+            return out
+        if isinstance(node, NegNode):
+            return self.head("neg", "~" if node.path.is_empty else node.path.show(), d, inferred)
+        if isinstance(node, FailNode):
+            shown = node.path.show()
+            is_sys_fail = node.path.labels[:2] == (b"$", b"fail")
+            return self.head("fail", shown if is_sys_fail else "!", d, inferred)
+        if isinstance(node, EmptyNode):
+            return self.head("empty", node.path.show(), d, inferred)
+        out = self.head("exception", node.path.show(), d, inferred)
+        out["message"] = node.message
+        return out
 
 
 def delegate_tree_to_json(node: DelegateTree, addr_of: AddrOf = _no_addr) -> dict[str, Json]:
-    """A delegation explanation as ``/api/1/delegate`` and ``/delegator.json`` return it."""
-    if isinstance(node, DelegateNode):
-        out = _head("delegate", node.path.show(), node.dentry)
-        out["delegate"] = delegate_tree_to_json(node.tree, addr_of)
-        return out
-    if isinstance(node, AltNode):
-        out = _head("alt", node.path.show(), node.dentry)
-        out["alt"] = [delegate_tree_to_json(t, addr_of) for t in node.trees]
-        return out
-    if isinstance(node, UnionNode):
-        out = _head("union", node.path.show(), node.dentry)
-        out["union"] = [
-            {"weight": w.weight, "tree": delegate_tree_to_json(w.tree, addr_of)}
-            for w in node.weighted
-        ]
-        return out
-    if isinstance(node, LeafNode):
-        out = _head("leaf", node.path.show(), node.dentry)
-        value = node.value
-        if isinstance(value, Bound):
-            out["bound"] = bound_to_json(value, addr_of(value))
-        else:  # only seen mid-algorithm; show the unbound path rather than crash
-            out["bound"] = {"id": value.show(), "path": "/"}
-        return out
-    if isinstance(node, NegNode):
-        return _head("neg", "~" if node.path.is_empty else node.path.show(), node.dentry)
-    if isinstance(node, FailNode):
-        shown = node.path.show()
-        is_sys_fail = node.path.labels[:2] == (b"$", b"fail")
-        return _head("fail", shown if is_sys_fail else "!", node.dentry)
-    if isinstance(node, EmptyNode):
-        return _head("empty", node.path.show(), node.dentry)
-    if isinstance(node, ExceptionNode):
-        out = _head("exception", node.path.show(), node.dentry)
-        out["message"] = node.message
-        return out
-    return {
-        "type": "transformation",
-        "path": node.path.show(),
-        "name": node.name,
-        "bound": bound_to_json(node.bound, addr_of(node.bound)),
-        "tree": delegate_tree_to_json(node.tree, addr_of),
-    }
+    """A delegation explanation as ``/api/1/delegate`` and ``/delegator.json`` return it.
+
+    A long dentry is left out where a reader can infer it (see :class:`_DelegateRenderer`);
+    :func:`delegate_tree_from_json` puts it back.
+    """
+    return _DelegateRenderer(addr_of).render(node, None)
 
 
 def delegate_tree_from_json(v: Json, where: str = "$") -> tuple[DelegateTree, dict[Path, Addr]]:
     """Decode a delegation explanation; also returns inline addrs by bound id.
 
     namerd prints a Neg's empty path as ``"~"`` and a non-``/$/fail`` Fail's path as ``"!"``;
-    both decode to the empty path.
+    both decode to the empty path. A node without a ``dentry`` has its previous sibling's (in
+    an ``alt``/``union`` list) or else its parent's: our renderer leaves long repeated dentries
+    out, and namerd leaves one out only on the root, which has no parent.
     """
     addrs: dict[Path, Addr] = {}
 
@@ -378,8 +422,8 @@ def delegate_tree_from_json(v: Json, where: str = "$") -> tuple[DelegateTree, di
             return Path()
         return _path(o, "path", where)
 
-    def dentry_of(o: Mapping[str, Json], where: str) -> Dentry | None:
-        return dentry_from_json(o["dentry"], f"{where}.dentry") if "dentry" in o else None
+    def dentry_of(o: Mapping[str, Json], where: str, parent: Dentry | None) -> Dentry | None:
+        return dentry_from_json(o["dentry"], f"{where}.dentry") if "dentry" in o else parent
 
     def leaf_bound(bv: Json, where: str) -> Bound:
         b, addr = bound_from_json(bv, where)
@@ -387,7 +431,7 @@ def delegate_tree_from_json(v: Json, where: str = "$") -> tuple[DelegateTree, di
             addrs[b.id] = addr
         return b
 
-    def go(v: Json, where: str) -> DelegateTree:
+    def go(v: Json, where: str, parent: Dentry | None) -> DelegateTree:
         o = _obj(v, where)
         kind = _str(o, "type", where)
         if kind == "transformation":
@@ -395,24 +439,27 @@ def delegate_tree_from_json(v: Json, where: str = "$") -> tuple[DelegateTree, di
                 path_of(o, where),
                 _str(o, "name", where),
                 leaf_bound(o.get("bound"), f"{where}.bound"),
-                go(o.get("tree"), f"{where}.tree"),
+                go(o.get("tree"), f"{where}.tree", parent),
             )
-        p, d = path_of(o, where), dentry_of(o, where)
+        p, d = path_of(o, where), dentry_of(o, where, parent)
         if kind == "delegate":
-            return DelegateNode(p, d, go(o.get("delegate"), f"{where}.delegate"))
+            return DelegateNode(p, d, go(o.get("delegate"), f"{where}.delegate", d))
         if kind == "alt":
-            kids = _children(o, "alt", where)
-            return AltNode(p, d, tuple(go(x, f"{where}.alt[{i}]") for i, x in enumerate(kids)))
+            trees: list[DelegateTree] = []
+            inferred = d
+            for i, x in enumerate(_children(o, "alt", where)):
+                trees.append(go(x, f"{where}.alt[{i}]", inferred))
+                inferred = getattr(trees[-1], "dentry", inferred)
+            return AltNode(p, d, tuple(trees))
         if kind == "union":
             branches = []
+            inferred = d
             for i, x in enumerate(_children(o, "union", where)):
                 wo = _obj(x, f"{where}.union[{i}]")
-                branches.append(
-                    WeightedNode(
-                        _weight(wo, f"{where}.union[{i}]"),
-                        go(wo.get("tree"), f"{where}.union[{i}].tree"),
-                    )
-                )
+                weight = _weight(wo, f"{where}.union[{i}]")
+                tree = go(wo.get("tree"), f"{where}.union[{i}].tree", inferred)
+                inferred = getattr(tree, "dentry", inferred)
+                branches.append(WeightedNode(weight, tree))
             return UnionNode(p, d, tuple(branches))
         if kind == "leaf":
             return LeafNode(p, d, leaf_bound(o.get("bound"), f"{where}.bound"))
@@ -427,4 +474,4 @@ def delegate_tree_from_json(v: Json, where: str = "$") -> tuple[DelegateTree, di
             return ExceptionNode(p, d, msg if isinstance(msg, str) else str(msg))
         raise WireFormatError(f"{where}.type", f"unknown delegate tree node type {kind!r}")
 
-    return go(v, where), addrs
+    return go(v, where, None), addrs

@@ -33,6 +33,9 @@ servers[].maxCallDepth         1000         Via entries allowed before a loop is
 dstPrefix                      /svc         prefix of every identified name
 identifier                     header.token on Host
 interpreter                    default      local dtab + local namers; or io.l5d.namerd.http
+interpreter.storedDtabBudget   100000 work  default interpreter: most work one bind may do,
+  / requestDtabBudget          / 4000       with the router's dtab / with request dtab entries
+                                            (-> 400); every key in ``linker.naming.default``
 streamingEnabled               true         bodies always stream; ``false`` is rejected
 bindingTimeoutMs               10000        waiting for a first binding -> 502
 maxInitialLineKB / maxHeadersKB 4 / 8       over -> 414 / 431

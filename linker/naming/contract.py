@@ -12,7 +12,8 @@ a complete answer (tree and every id's addresses) at most ``bind_timeout_s`` (de
 Linkerd's ``bindingTimeoutMs``), then raises :class:`BindTimeout` saying what it was waiting
 for; once known, a name is answered from memory without waiting. A binding that fails (a dtab
 loop, an unknown namer, namerd's ``exception``) raises :class:`BindFailure` with the reason.
-The router maps both to a 502 with ``l5d-err``.
+The router maps both to a 502 with ``l5d-err``, except :class:`BindBudgetExceeded` (the dtab
+needs more work than the budget allows, ``shared.budget``), which is the client's 400.
 
 Dtab convention: ``resolve`` takes the *full local dtab* (router dtab ++ overrides, what
 Linkerd calls ``Dtab.local`` plus the router's base). An interpreter built with
@@ -32,6 +33,7 @@ from shared import Addr, Bound, Dtab, NameTree, Path
 
 __all__ = [
     "DEFAULT_BIND_TIMEOUT_S",
+    "BindBudgetExceeded",
     "BindFailure",
     "BindTimeout",
     "Destination",
@@ -60,6 +62,18 @@ class BindTimeout(InterpreterError):
 
 class BindFailure(InterpreterError):
     """Binding failed: a dtab loop, an unknown namer, namerd's binding exception..."""
+
+
+class BindBudgetExceeded(BindFailure):
+    """Binding needed more work than the interpreter's budget allows (``shared.budget``).
+
+    ``limit`` names the config key (e.g. ``requestDtabBudget.maxNodes``). The router answers
+    400: the dtab the request brought (``l5d-dtab``) is at fault, not anything behind us.
+    """
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class InterpreterConfigError(ValueError):

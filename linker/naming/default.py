@@ -5,6 +5,40 @@ namers and ``/$/inet`` (``local_namers.py``). Results are cached per (path, dtab
 ``max_cached`` of them, and recomputed only after a namer reported a change (the shared
 ``Changes`` generation); one unused for ``idle_ttl_s`` is forgotten. It keeps the contract of
 ``contract.Interpreter``.
+
+Binding runs on the worker's event loop, next to every other connection, so it is bounded
+twice (``shared.budget``):
+
+* a work budget: ``storedDtabBudget`` when the dtab is the router's own, the tighter
+  ``requestDtabBudget`` as soon as a request added ``l5d-dtab`` / ``l5d-ctx-dtab`` entries.
+  Going over it raises :class:`~linker.naming.contract.BindBudgetExceeded` (cached like any
+  failure), which the router answers 400 with an ``l5d-err`` naming the limit;
+* slices: the binder pauses after every ``slice_units`` of work and this driver checkpoints
+  the loop there (``trio.lowlevel.checkpoint``), so other tasks run between slices. One slice
+  is at most ``slice_units`` plus one dtab lookup (a lookup step is not split). ``bind_units``
+  counts all the work done, for metrics and for tests that check the slicing.
+
+Config keys (the ``interpreter`` object of a router, ``kind: default``; Linkerd has none)::
+
+    interpreter:
+      kind: default
+      storedDtabBudget:  {maxNodes: 100000, maxResultNodes: 20000, maxOutputBytes: 16777216}
+      requestDtabBudget: {maxNodes: 4000, maxResultNodes: 1000, maxOutputBytes: 1048576}
+
+=================================  ========  =================================================
+key                                default   meaning
+=================================  ========  =================================================
+storedDtabBudget.maxNodes          100000    work units (nodes visited and built, dentries
+                                             compared) of one bind with the router's dtab
+storedDtabBudget.maxResultNodes    20000     nodes of the bound tree
+storedDtabBudget.maxOutputBytes    16777216  (delegate explanations only; unused here)
+requestDtabBudget.maxNodes         4000      the same, for a bind with request dtab entries
+requestDtabBudget.maxResultNodes   1000
+requestDtabBudget.maxOutputBytes   1048576
+=================================  ========  =================================================
+
+The slice (:data:`shared.budget.DEFAULT_SLICE_UNITS`, 500 units: one or two milliseconds of
+CPU) is not configurable: it is a property of the event loop, not of the dtab.
 """
 
 from __future__ import annotations
@@ -17,6 +51,7 @@ import trio
 
 from linker.naming.contract import (
     DEFAULT_BIND_TIMEOUT_S,
+    BindBudgetExceeded,
     BindFailure,
     BindTimeout,
     Destination,
@@ -36,16 +71,21 @@ from linker.naming.local_namers import (
 )
 from shared import (
     ADDR_NEG,
+    REQUEST_DTAB_BUDGET,
+    STORED_DTAB_BUDGET,
     Addr,
     AddrPending,
+    Binder,
+    BudgetExceeded,
     DelegationError,
+    Done,
     Dtab,
     Path,
-    bind,
+    WorkBudget,
     leaves,
     show_tree,
 )
-from shared.binding import lookup_by_prefix
+from shared.binding import Lookup, Pause, Stepper, answer_lookup, lookup_by_prefix
 
 __all__ = ["DEFAULT_MAX_CACHED", "DefaultInterpreter"]
 
@@ -74,6 +114,8 @@ class DefaultInterpreter:
         inet_refresh_interval_s: how often ``/$/inet`` host names are re-resolved. Default 5 s.
         max_cached: most (path, dtab) results kept. Default 1000.
         max_depth: binding depth limit (Finagle ``namerMaxDepth``). Default 100.
+        stored_budget / request_budget: the work budgets (module docstring); defaults
+            ``shared.STORED_DTAB_BUDGET`` / ``shared.REQUEST_DTAB_BUDGET``.
         getaddrinfo: the DNS function for ``/$/inet`` (tests inject slow or failing ones).
 
     Raises:
@@ -92,6 +134,8 @@ class DefaultInterpreter:
         inet_refresh_interval_s: float = DEFAULT_INET_REFRESH_INTERVAL_S,
         max_cached: int = DEFAULT_MAX_CACHED,
         max_depth: int = 100,
+        stored_budget: WorkBudget = STORED_DTAB_BUDGET,
+        request_budget: WorkBudget = REQUEST_DTAB_BUDGET,
         getaddrinfo: Any = None,
     ) -> None:
         if not bind_timeout_s > 0:
@@ -101,6 +145,10 @@ class DefaultInterpreter:
         self.idle_ttl_s = idle_ttl_s
         self.max_cached = max_cached
         self.max_depth = max_depth
+        self.stored_budget = stored_budget
+        self.request_budget = request_budget
+        #: Work units of every bind run so far (``shared.budget``).
+        self.bind_units = 0
         self.changes = Changes()
         self.resolver = InetResolver(
             self.changes,
@@ -169,11 +217,19 @@ class DefaultInterpreter:
             return self.resolver.addr(id)
         return ADDR_NEG
 
-    def _compute(self, path: Path, dtab: Dtab) -> _Cached:
+    async def _compute(self, path: Path, dtab: Dtab) -> _Cached:
         now = trio.current_time()
         generation = self.changes.generation
+        # ``dtab`` starts with the router's (full_dtab); anything longer came with the request.
+        budget = self.stored_budget if len(dtab) <= len(self.dtab) else self.request_budget
+        binder = Binder(
+            dtab, path, self._prefixes, self.max_depth, budget, pause_every=budget.slice_units
+        )
         try:
-            tree = bind(dtab, path, self._lookup, self._prefixes, self.max_depth)
+            tree = await self._drive(binder, self._lookup)
+        except BudgetExceeded as err:
+            failure: InterpreterError = BindBudgetExceeded(f"{err}", err.limit)
+            return _Cached(generation, failure, now)
         except DelegationError as err:
             return _Cached(generation, BindFailure(f"binding {path.show()} failed: {err}"), now)
         addrs: dict[Path, Addr] = {}
@@ -185,6 +241,28 @@ class DefaultInterpreter:
                 return _Cached(generation, None, now, b.id)
             addrs[b.id] = addr
         return _Cached(generation, Destination(tree, addrs), now)
+
+    async def _drive(self, stepper: Stepper[Any], lookup: Lookup) -> Any:
+        """Run ``stepper`` to its end, letting other tasks run at each of its pauses.
+
+        The lookups are the local namers' in-memory answers, so the only waits are the
+        checkpoints. ``bind_units`` is brought up to date before each one.
+        """
+        counted = 0
+        try:
+            while True:
+                event = stepper.next_event()
+                if isinstance(event, Done):
+                    return event.value
+                if isinstance(event, Pause):
+                    self.bind_units += event.used - counted
+                    counted = event.used
+                    await trio.lowlevel.checkpoint()
+                    stepper.resume()
+                    continue
+                answer_lookup(stepper, event, lookup)
+        finally:
+            self.bind_units += stepper.meter.used - counted
 
     def resolve_now(self, path: Path, local_dtab: Dtab) -> Destination | None:
         """The cached destination if it is current, without waiting; else None."""
@@ -219,13 +297,16 @@ class DefaultInterpreter:
         while True:
             cached = self._cache.get(key)
             if cached is None or cached.generation != self.changes.generation:
-                cached = self._compute(path, dtab)
+                cached = await self._compute(path, dtab)
                 self._store(key, cached)
             dest = self._hit(cached)
             if dest is not None:
                 return dest
-            if isinstance(cached.result, InterpreterError):
-                raise type(cached.result)(cached.result.message)
+            failure = cached.result
+            if isinstance(failure, BindBudgetExceeded):
+                raise BindBudgetExceeded(failure.message, failure.limit)
+            if isinstance(failure, InterpreterError):
+                raise type(failure)(failure.message)
             if trio.current_time() >= deadline:
                 pending = cached.pending_id.show() if cached.pending_id else "?"
                 raise BindTimeout(
@@ -259,6 +340,7 @@ class DefaultInterpreter:
             "namers": [n.state() for n in self.namers],
             "inet": self.resolver.state(),
             "cached": len(self._cache),
+            "bindUnits": self.bind_units,
             "bindings": [
                 {
                     "path": p.show(),

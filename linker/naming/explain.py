@@ -142,8 +142,8 @@ def _explain_here(namers: tuple[dict[str, Any], ...], path: Path, dtab: Dtab) ->
     lookup = lookup_by_prefix({prefix: partial(_lookup, prefix, v) for prefix, v in views.items()})
     try:
         tree = explain(dtab, path, lookup, addr_of, namers=list(views))
-    except DelegationError as err:  # a dtab loop: namerd's answer for it
-        return 502, f"Delegating {path.show()} failed: {err}\n"
+    except DelegationError as err:  # a dtab loop (502, namerd's answer), or over budget (400)
+        return err.status_hint, f"Delegating {path.show()} failed: {err}\n"
     return 200, encode(tree)
 
 

@@ -23,12 +23,13 @@ from linker.naming.local_namers import DEFAULT_IDLE_TTL_S
 from linker.naming.namerd import NamerdHttpInterpreter
 from linker.naming.transport import DEFAULT_NAMESPACE, parse_dst
 from linker.naming.watches import DEFAULT_RETRY_BASE_S, DEFAULT_RETRY_MAX_S
-from shared import Dtab
+from shared import REQUEST_DTAB_BUDGET, STORED_DTAB_BUDGET, Dtab, WorkBudget
+from shared.budget import budget_from_config
 
 __all__ = ["build_interpreter"]
 
 _NAMERD_KEYS: Final = frozenset({"kind", "dst", "namespace", "experimental", "retry"})
-_DEFAULT_KEYS: Final = frozenset({"kind"})
+_DEFAULT_KEYS: Final = frozenset({"kind", "storedDtabBudget", "requestDtabBudget"})
 
 
 def _retry(value: Any) -> tuple[float, float]:
@@ -65,6 +66,10 @@ def _retry(value: Any) -> tuple[float, float]:
     return base, top
 
 
+def _budget(cfg: Mapping[str, Any], key: str, default: WorkBudget) -> WorkBudget:
+    return budget_from_config(cfg.get(key), key, default, error=InterpreterConfigError)
+
+
 def build_interpreter(
     config: Mapping[str, Any] | None,
     base_dtab: Dtab,
@@ -78,7 +83,8 @@ def build_interpreter(
     """Build a router's interpreter from its ``interpreter`` config (Linkerd's shape).
 
     Args:
-        config: None or ``{kind: default}``; or ``{kind: io.l5d.namerd.http, dst:
+        config: None or ``{kind: default, storedDtabBudget: {..}, requestDtabBudget: {..}}``
+            (the budgets: ``linker.naming.default``); or ``{kind: io.l5d.namerd.http, dst:
             /$/inet/127.0.0.1/4180, namespace: default, experimental: true, retry:
             {baseSeconds: 5, maxSeconds: 600}}``. ``experimental`` is accepted, not required.
         base_dtab: the router's ``dtab``.
@@ -103,7 +109,12 @@ def build_interpreter(
                 f"interpreter default: unknown key {unknown[0]!r} (transformers are not supported)"
             )
         return DefaultInterpreter(
-            base_dtab, namers, bind_timeout_s=bind_timeout_s, idle_ttl_s=idle_ttl_s
+            base_dtab,
+            namers,
+            bind_timeout_s=bind_timeout_s,
+            idle_ttl_s=idle_ttl_s,
+            stored_budget=_budget(cfg, "storedDtabBudget", STORED_DTAB_BUDGET),
+            request_budget=_budget(cfg, "requestDtabBudget", REQUEST_DTAB_BUDGET),
         )
     if kind != "io.l5d.namerd.http":
         raise InterpreterConfigError(

@@ -32,6 +32,7 @@ from linker.errors import (
     BadDtabHeader,
     BindingFailed,
     ConnectFailed,
+    DtabOverBudget,
     LinkerError,
     LoopDetected,
     NoEndpoints,
@@ -44,7 +45,12 @@ from linker.http import hop
 from linker.http.messages import Request, Response, bytes_body
 from linker.http.upstream import UpstreamPool
 from linker.metrics import Counter, Scope
-from linker.naming.contract import Destination, Interpreter, InterpreterError
+from linker.naming.contract import (
+    BindBudgetExceeded,
+    Destination,
+    Interpreter,
+    InterpreterError,
+)
 from linker.policy.classify import ResponseClass
 from linker.routing.deadline import (
     DEADLINE_HEADER,
@@ -344,6 +350,8 @@ class Router:
             if dest is None:
                 with trio.CancelScope(deadline=trio.current_time() + backstop_s):
                     dest = await self.interpreter.resolve(path, local)
+        except BindBudgetExceeded as err:
+            raise DtabOverBudget(f"{err} (Dtab.local=[{overrides.show()}])") from None
         except InterpreterError as err:
             raise BindingFailed(f"{err} (Dtab.local=[{overrides.show()}])") from None
         if dest is None:

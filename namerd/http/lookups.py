@@ -20,6 +20,10 @@ Waiting. A non-watch bind/addr/resolve whose addresses are pending waits for the
 answers 503 ``Request timed out.`` as namerd does. A lookup that fails (e.g. a dtab that
 loops) is 502; on a stream it is a value instead: ``{"type":"exception","path":..,"message":..}``
 on bind streams, an addr ``{"type":"failed","cause":..}`` on resolve streams.
+
+Work budget: every bind and delegate runs within ``limits.requestDtabBudget`` when the request
+adds ``dtab=``, else ``limits.storedDtabBudget`` (``Limits.dtab_budget``). Over it is 400 with
+a JSON body naming the limit (``problems.lookup_failed``); on streams, a value as above.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 import falcon.asgi
 
-from namerd.http.problems import HTTPProblem, unparsable
+from namerd.http.problems import HTTPProblem, lookup_failed, unparsable
 from namerd.http.resource import (
     JSON,
     Resource,
@@ -125,10 +129,11 @@ class Bind(_NameLookup):
         extra = parse_dtab_param(req.get_param("dtab"))
         interp = self.rt.interpreter
         metrics = self.rt.metrics
+        budget = self.limits.dtab_budget(extra)
 
         def render_tree(base: Dtab) -> str | None:
             try:
-                tree = interp.bind(base + extra, path)
+                tree = interp.bind(base + extra, path, budget)
             except DelegationError as err:
                 metrics.inc("bind/failures")
                 return json_line({"type": "exception", "path": path.show(), "message": str(err)})
@@ -147,7 +152,7 @@ class Bind(_NameLookup):
         async def compute() -> tuple[NameTree[Bound], Dtab] | DelegationError:
             base = await self.stored(ns)
             try:
-                return interp.bind(base + extra, path), base
+                return interp.bind(base + extra, path, budget), base
             except DelegationError as err:
                 return err
 
@@ -156,7 +161,7 @@ class Bind(_NameLookup):
 
         result = await self.settle(compute, pending, path.show())
         if isinstance(result, DelegationError):
-            raise HTTPProblem(502, f"Binding {path.show()} in namespace {ns!r} failed: {result}\n")
+            raise lookup_failed(result, f"Binding {path.show()} in namespace {ns!r} failed")
         resp.content_type = JSON
         resp.text = json_line(bound_tree_to_json(result[0], interp.addr_of))
 
@@ -205,10 +210,11 @@ class Resolve(_NameLookup):
         path = parse_path_param(req)
         extra = parse_dtab_param(req.get_param("dtab"))
         interp = self.rt.interpreter
+        budget = self.limits.dtab_budget(extra)
 
         def resolve(base: Dtab) -> Addr:
             try:
-                return interp.resolve(interp.bind(base + extra, path))
+                return interp.resolve(interp.bind(base + extra, path, budget))
             except DelegationError as err:
                 return AddrFailed(str(err))
 
@@ -238,7 +244,7 @@ class Delegate(Resource):
         base = await self.stored(ns) if ns else Dtab.empty()
 
         async def compute() -> Any:
-            return interp.delegate(base + extra, path)
+            return interp.delegate(base + extra, path, self.limits.dtab_budget(extra))
 
         def pending(tree: Any) -> bool:
             # Any leaf whose bound id still has pending addresses.
@@ -264,7 +270,7 @@ class Delegate(Resource):
         except TimeoutError:
             raise HTTPProblem(503, "Request timed out.") from None
         except DelegationError as err:
-            raise HTTPProblem(502, f"Delegating {path.show()} failed: {err}\n") from None
+            raise lookup_failed(err, f"Delegating {path.show()} failed") from None
         return encode(delegate_tree_to_json(tree, interp.addr_of))
 
     async def _settle_quiet(

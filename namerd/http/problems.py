@@ -11,6 +11,10 @@ handlers installed by :func:`add_error_handlers`:
   ``http_status`` hint: 400 invalid namespace, 404 missing, 409 exists, 412 version mismatch,
   503 Redis unavailable (the body then says reads serve the last-known state), 500 otherwise.
   5xx storage errors count in the ``store/errors`` metric;
+* :class:`OverBudget`, a bind or delegate that needed more work than its budget
+  (``shared.BudgetExceeded``, from :func:`lookup_failed`): 400 with a JSON body,
+  ``{"error": "<message>", "status": 400, "limit": "requestDtabBudget.maxNodes"}``, so a
+  program can tell which limit to raise (or that its dtab expands into itself);
 * anything else is a bug: logged with its traceback and answered 500.
 
 namerd answers unknown routes, and methods a route does not have, with 404 and an empty body;
@@ -19,6 +23,7 @@ so do we.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -26,9 +31,9 @@ import falcon
 import falcon.asgi
 
 from namerd.errors import NamerdError, StorageError
-from shared import DtabParseError
+from shared import BudgetExceeded, DelegationError, DtabParseError
 
-__all__ = ["TEXT", "HTTPProblem", "add_error_handlers", "unparsable"]
+__all__ = ["TEXT", "HTTPProblem", "OverBudget", "add_error_handlers", "lookup_failed", "unparsable"]
 
 log = logging.getLogger("namerd")
 
@@ -42,6 +47,22 @@ class HTTPProblem(NamerdError):
         super().__init__(message, http_status=status)
         self.body = message
         self.headers = headers or {}
+
+
+class OverBudget(NamerdError):
+    """A lookup needed more work than its budget allows; answered 400 with a JSON body."""
+
+    def __init__(self, err: BudgetExceeded) -> None:
+        super().__init__(str(err), http_status=400)
+        self.limit = err.limit
+
+
+def lookup_failed(err: DelegationError, headline: str) -> NamerdError:
+    """The error for a failed non-watch lookup: :class:`OverBudget` for a budget error (the
+    client's dtab), else 502 ``<headline>: <reason>`` (a loop, a namer failure)."""
+    if isinstance(err, BudgetExceeded):
+        return OverBudget(err)
+    return HTTPProblem(502, f"{headline}: {err}\n")
 
 
 def unparsable(err: DtabParseError, headline: str = "", *, diagram: bool = True) -> HTTPProblem:
@@ -76,6 +97,15 @@ async def _problem(
     resp.text = message + "\n" if message else ""
 
 
+async def _over_budget(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, err: OverBudget, params: Any
+) -> None:
+    resp.status = falcon.HTTP_400
+    resp.content_type = "application/json"
+    body = {"error": str(err), "status": 400, "limit": err.limit}
+    resp.text = json.dumps(body, separators=(",", ":")) + "\n"
+
+
 async def _unexpected(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
 ) -> None:
@@ -97,5 +127,6 @@ def add_error_handlers(app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Res
     """Install the handlers; Falcon picks the most specific one for each exception."""
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(NamerdError, _problem)
+    app.add_error_handler(OverBudget, _over_budget)
     app.add_error_handler(falcon.HTTPNotFound, _empty_404)
     app.add_error_handler(falcon.HTTPMethodNotAllowed, _empty_404)

@@ -3,6 +3,15 @@
 The steppers never do I/O; every namer answers synchronously from its in-memory state (kept
 fresh by its own background tasks), so one bind is a tight synchronous loop. Addresses can be
 *pending* (a DNS answer not in yet): callers re-render when the process-wide Notifier fires.
+
+That loop runs on the worker's event loop, and ``delegateTimeoutMs`` cannot interrupt it, so
+its length is bounded by the work budget the caller passes (``shared.budget``; the API picks
+``limits.requestDtabBudget`` when the request adds ``dtab=``, else ``storedDtabBudget``).
+Going over it raises ``shared.BudgetExceeded``, a ``DelegationError``: wherever a lookup
+failure is a value (watch streams, resolve's failed addr) the budget error is one too; a
+non-watch bind or delegate answers 400 naming the limit (``namerd.http.problems``). A stored
+dtab that blows the stored budget is answered the same way: it is a dtab to fix, not a fault
+behind namerd.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from namerd.naming.namers.inet import InetResolver
 from shared import (
     ADDR_NEG,
     ADDR_PENDING,
+    STORED_DTAB_BUDGET,
     Addr,
     AddrBound,
     Address,
@@ -28,6 +38,7 @@ from shared import (
     NameTree,
     Path,
     Union,
+    WorkBudget,
     bind,
     delegate,
     leaves,
@@ -63,24 +74,30 @@ class Interpreter:
         self._by_prefix = {n.prefix: n for n in self.namers}
         self._lookup = lookup_by_prefix({n.prefix: n.lookup for n in self.namers})
 
-    def bind(self, dtab: Dtab, path: Path) -> NameTree[Bound]:
-        """Bind ``path`` through ``dtab`` and the namers.
+    def bind(
+        self, dtab: Dtab, path: Path, budget: WorkBudget = STORED_DTAB_BUDGET
+    ) -> NameTree[Bound]:
+        """Bind ``path`` through ``dtab`` and the namers, within ``budget``.
 
         Raises:
-            shared.DelegationError: a loop, an unknown ``/$`` namer, or a namer failure.
+            shared.DelegationError: a loop, an unknown ``/$`` namer, a namer failure, or more
+                work than ``budget`` allows (``shared.BudgetExceeded``).
         """
-        return bind(dtab, path, self._lookup, self.prefixes, self.max_depth)
+        return bind(dtab, path, self._lookup, self.prefixes, self.max_depth, budget)
 
-    def delegate(self, dtab: Dtab, path: Path) -> DelegateTree:
+    def delegate(
+        self, dtab: Dtab, path: Path, budget: WorkBudget = STORED_DTAB_BUDGET
+    ) -> DelegateTree:
         """Explain how ``path`` is bound (every branch, errors as exception nodes).
 
         The tree of ``shared.explain``'s explainer: the API renders it with
         ``delegate_tree_to_json(tree, addr_of)``, once no leaf's addresses are pending.
 
         Raises:
-            shared.DelegationError: a dtab loop outside any alternative or union.
+            shared.DelegationError: a dtab loop outside any alternative or union, or more work,
+                nodes or output than ``budget`` allows (``shared.BudgetExceeded``).
         """
-        return delegate(dtab, path, self._lookup, self.prefixes, self.max_depth)
+        return delegate(dtab, path, self._lookup, self.prefixes, self.max_depth, budget)
 
     def addr(self, bound_id: Path) -> Addr:
         """The addresses of a concrete bound id (what ``/api/1/addr`` serves).
