@@ -6,7 +6,8 @@
 * ``POST /api/1/dtabs/{ns}/diff[?path=/svc/a&path=...]`` with a proposed dtab as the body (JSON
   or dtab text, the same rules as PUT): what the names in use would bind to before and after,
   without writing anything. A body that does not parse is 400 with the caret diagram, as for
-  PUT. It is a read: no token is needed, and nothing is recorded.
+  PUT. Nothing is written or recorded, but it needs the write token when one is configured:
+  it binds a client's dtab under the stored-dtab budget once per name in use.
 
 The names in use
 ----------------
@@ -85,6 +86,10 @@ class DtabDiff(Resource):
     """``POST /api/1/dtabs/{ns}/diff``: the names in use, bound before and after a new dtab."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, ns: str) -> None:
+        # The proposed dtab is bound under the *stored* budget (it is about to be stored; a
+        # request budget would refuse the big dtabs a dry run is for), once per name in use:
+        # that is write-sized work, so it takes the write token when one is configured.
+        self.authorize(req)
         namespace_of(ns)
         proposed = read_dtab_body(req, await self.body(req))
         asked = _path_params(req)

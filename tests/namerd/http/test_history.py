@@ -82,6 +82,11 @@ def test_history_size_is_configurable_and_the_token_is_the_identity(serve: Serve
                 (4, "token", "/a=>/v3"),
             ]
             assert "s3cret" not in json.dumps(history)
+            # A dry run binds a client's dtab under the stored budget: the token is required.
+            r = await api.post("/api/1/dtabs/small/diff", content="/a=>/b", headers=DTAB_TEXT)
+            assert r.status_code == 401
+            r = await api.post("/api/1/dtabs/small/diff", content="/a=>/b", headers=auth)
+            assert r.status_code == 200, r.text
 
     asyncio.run(scenario())
 

@@ -28,6 +28,7 @@ from namerd.app import NamerdASGI
 from namerd.config import load_config
 from namerd.runtime import Runtime, SharedWatch
 from shared import Dtab, NameTree, Path
+from shared.budget import STORED_DTAB_BUDGET, WorkBudget
 
 from ..naming.namers import eventually
 from .conftest import started
@@ -123,9 +124,11 @@ class Namerd:
         interp = self.rt.interpreter
         real_bind = interp.bind
 
-        def counted_bind(dtab: Dtab, path: Path) -> NameTree[Any]:
+        def counted_bind(
+            dtab: Dtab, path: Path, budget: WorkBudget = STORED_DTAB_BUDGET
+        ) -> NameTree[Any]:
             self.binds += 1
-            return real_bind(dtab, path)
+            return real_bind(dtab, path, budget)
 
         interp.bind = counted_bind  # type: ignore[method-assign]
 
