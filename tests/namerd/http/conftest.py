@@ -46,7 +46,7 @@ def serve(redis_url: str, tmp_path: Path) -> Serve:
             # protocol says MutableMapping.
             transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://namerd", timeout=REQUEST_TIMEOUT_S
+                transport=transport, base_url="http://localhost", timeout=REQUEST_TIMEOUT_S
             ) as client:
                 yield client
         finally:
