@@ -76,7 +76,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NoReturn
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -286,8 +286,8 @@ class AddressPolicy:
             if any(judged in net or ip in net for net in self.allow):
                 return
             listed = ", ".join(str(n) for n in self.allow)
-            self._refuse(ip, "not-allowed", f"it is in none of allowNetworks ({listed})",
-                         "allowNetworks")  # fmt: skip
+            why = f"it is in none of allowNetworks ({listed})"
+            self._refuse(ip, "not-allowed", why, "allowNetworks")
         for kind, test in _REFUSED_KINDS:
             if test(judged):
                 self._refuse(
@@ -298,7 +298,7 @@ class AddressPolicy:
                     "allowNetworks",
                 )
 
-    def _refuse(self, ip: IPAddress, reason: str, why: str, key: str) -> None:
+    def _refuse(self, ip: IPAddress, reason: str, why: str, key: str) -> NoReturn:
         raise RefusedAddress(
             f"registry: refused to register {ip}: {why} (config key {self._key(key)})",
             details={"reason": reason, "configKey": self._key(key)},

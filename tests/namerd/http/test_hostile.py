@@ -54,29 +54,51 @@ CASES = [
     Hostile("nested JSON dtab", "PUT", "/api/1/dtabs/x", 400, {**AUTH, **JSON}, NESTED),
     Hostile("nested JSON create", "POST", "/api/1/dtabs/x", 400, {**AUTH, **JSON}, NESTED),
     Hostile("nested JSON delegate", "POST", "/api/1/delegate", 400, JSON, NESTED),
-    Hostile("text/plain dtab write", "PUT", "/api/1/dtabs/x", 415,
-            {**AUTH, "Content-Type": "text/plain"}, "/a=>/b"),  # fmt: skip
+    Hostile(
+        "text/plain dtab write",
+        "PUT",
+        "/api/1/dtabs/x",
+        415,
+        {**AUTH, "Content-Type": "text/plain"},
+        "/a=>/b",
+    ),
     Hostile("no Content-Type", "PUT", "/api/1/dtabs/x", 415, AUTH, "/a=>/b"),
-    Hostile("form dtab write", "POST", "/api/1/dtabs/x", 415,
-            {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}, "a=b"),  # fmt: skip
+    Hostile(
+        "form dtab write",
+        "POST",
+        "/api/1/dtabs/x",
+        415,
+        {**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
+        "a=b",
+    ),
     Hostile("dtab not UTF-8", "PUT", "/api/1/dtabs/x", 400, {**AUTH, **DTAB}, b"/a=>/\xff"),
     # Authorization headers.
-    Hostile("non-ASCII token", "PUT", "/api/1/dtabs/x", 401,
-            _raw(("Authorization", "Bearer sécret".encode()), ("Content-Type", b"application/dtab")),
-            "/a=>/b"),  # fmt: skip
-    Hostile("latin-1 token", "PUT", "/api/1/dtabs/x", 401,
-            _raw(("Authorization", b"Bearer \xff\xfe"), ("Content-Type", b"application/dtab")),
-            "/a=>/b"),  # fmt: skip
+    Hostile(
+        "non-ASCII token",
+        "PUT",
+        "/api/1/dtabs/x",
+        401,
+        _raw(("Authorization", "Bearer sécret".encode()), ("Content-Type", b"application/dtab")),
+        "/a=>/b",
+    ),
+    Hostile(
+        "latin-1 token",
+        "PUT",
+        "/api/1/dtabs/x",
+        401,
+        _raw(("Authorization", b"Bearer \xff\xfe"), ("Content-Type", b"application/dtab")),
+        "/a=>/b",
+    ),
     Hostile("bearer without token", "DELETE", "/api/1/dtabs/x", 401, {"Authorization": "Bearer"}),
     Hostile("basic auth", "DELETE", "/api/1/dtabs/x", 401, {"Authorization": "Basic czNjcmV0"}),
     Hostile("token prefix", "DELETE", "/api/1/dtabs/x", 401, {"Authorization": "Bearer s3cre"}),
     # Registry: hosts.
     Hostile("host name", "POST", f"{REG}/web", 400, {**AUTH, **JSON}, _register("evil.example")),
     Hostile("localhost", "POST", f"{REG}/web", 400, {**AUTH, **JSON}, _register("localhost")),
-    Hostile("CRLF in host", "POST", f"{REG}/web", 400, {**AUTH, **JSON},
-            _register("1.2.3.4\\r\\nx")),  # fmt: skip
-    Hostile("leading zeros", "POST", f"{REG}/web", 400, {**AUTH, **JSON},
-            _register("01.02.03.04")),  # fmt: skip
+    Hostile(
+        "CRLF in host", "POST", f"{REG}/web", 400, {**AUTH, **JSON}, _register("1.2.3.4\\r\\nx")
+    ),
+    Hostile("leading zeros", "POST", f"{REG}/web", 400, {**AUTH, **JSON}, _register("01.02.03.04")),
     Hostile("zone id", "POST", f"{REG}/web", 400, {**AUTH, **JSON}, _register("fe80::1%eth0")),
     Hostile("heartbeat of a name", "PUT", f"{REG}/web/evil.example/80", 400, AUTH),
     Hostile("deregister CRLF", "DELETE", f"{REG}/web/1.2.3.4%0D%0Ax/80", 400, AUTH),
@@ -85,39 +107,94 @@ CASES = [
     Hostile("ttl=nan", "PUT", f"{REG}/web/10.0.0.1/80?ttlSeconds=nan", 400, AUTH),
     Hostile("ttl=inf", "PUT", f"{REG}/web/10.0.0.1/80?ttlSeconds=inf", 400, AUTH),
     Hostile("ttl<0", "PUT", f"{REG}/web/10.0.0.1/80?ttlSeconds=-5", 400, AUTH),
-    Hostile("ttl NaN body", "POST", f"{REG}/web", 400, {**AUTH, **JSON},
-            _register("10.0.0.1", ttlSeconds="NaN")),  # fmt: skip
-    Hostile("nested meta", "POST", f"{REG}/web", 400, {**AUTH, **JSON},
-            _register("10.0.0.1", meta='{"a": {"b": 1}}')),  # fmt: skip
-    Hostile("NaN in meta", "POST", f"{REG}/web", 400, {**AUTH, **JSON},
-            _register("10.0.0.1", meta='{"a": NaN}')),  # fmt: skip
-    Hostile("deeply nested meta", "POST", f"{REG}/web", 400, {**AUTH, **JSON},
-            _register("10.0.0.1", meta="[" * 50_000 + "]" * 50_000)),  # fmt: skip
-    Hostile("registration as text", "POST", f"{REG}/web", 415,
-            {**AUTH, "Content-Type": "text/plain"}, _register("10.0.0.1")),  # fmt: skip
+    Hostile(
+        "ttl NaN body",
+        "POST",
+        f"{REG}/web",
+        400,
+        {**AUTH, **JSON},
+        _register("10.0.0.1", ttlSeconds="NaN"),
+    ),
+    Hostile(
+        "nested meta",
+        "POST",
+        f"{REG}/web",
+        400,
+        {**AUTH, **JSON},
+        _register("10.0.0.1", meta='{"a": {"b": 1}}'),
+    ),
+    Hostile(
+        "NaN in meta",
+        "POST",
+        f"{REG}/web",
+        400,
+        {**AUTH, **JSON},
+        _register("10.0.0.1", meta='{"a": NaN}'),
+    ),
+    Hostile(
+        "deeply nested meta",
+        "POST",
+        f"{REG}/web",
+        400,
+        {**AUTH, **JSON},
+        _register("10.0.0.1", meta="[" * 50_000 + "]" * 50_000),
+    ),
+    Hostile(
+        "registration as text",
+        "POST",
+        f"{REG}/web",
+        415,
+        {**AUTH, "Content-Type": "text/plain"},
+        _register("10.0.0.1"),
+    ),
     # Registry: service names.
-    Hostile("non-ASCII service", "POST", f"{REG}/%C3%A9", 400, {**AUTH, **JSON},
-            _register("10.0.0.1")),  # fmt: skip
-    Hostile("NUL in service", "POST", f"{REG}/x%00y", 400, {**AUTH, **JSON},
-            _register("10.0.0.1")),  # fmt: skip
+    Hostile(
+        "non-ASCII service", "POST", f"{REG}/%C3%A9", 400, {**AUTH, **JSON}, _register("10.0.0.1")
+    ),
+    Hostile("NUL in service", "POST", f"{REG}/x%00y", 400, {**AUTH, **JSON}, _register("10.0.0.1")),
     Hostile("space in service", "PUT", f"{REG}/a%20b/10.0.0.1/80", 400, AUTH),
     Hostile("read non-ASCII service", "GET", f"{REG}/%C3%A9", 400),
     Hostile("read NUL service", "GET", f"{REG}/x%00y", 400),
     # The address policy (defaults): 403.
-    Hostile("metadata service", "POST", f"{REG}/web", 403, {**AUTH, **JSON},
-            _register("169.254.169.254", 80)),  # fmt: skip
-    Hostile("redis next door", "POST", f"{REG}/web", 403, {**AUTH, **JSON},
-            _register("127.0.0.1", 6379)),  # fmt: skip
-    Hostile("mapped loopback", "POST", f"{REG}/web", 403, {**AUTH, **JSON},
-            _register("::ffff:127.0.0.1", 6379)),  # fmt: skip
+    Hostile(
+        "metadata service",
+        "POST",
+        f"{REG}/web",
+        403,
+        {**AUTH, **JSON},
+        _register("169.254.169.254", 80),
+    ),
+    Hostile(
+        "redis next door", "POST", f"{REG}/web", 403, {**AUTH, **JSON}, _register("127.0.0.1", 6379)
+    ),
+    Hostile(
+        "mapped loopback",
+        "POST",
+        f"{REG}/web",
+        403,
+        {**AUTH, **JSON},
+        _register("::ffff:127.0.0.1", 6379),
+    ),
     Hostile("unspecified", "POST", f"{REG}/web", 403, {**AUTH, **JSON}, _register("0.0.0.0")),
     Hostile("multicast", "POST", f"{REG}/web", 403, {**AUTH, **JSON}, _register("ff02::1")),
     # Browser-borne writes.
-    Hostile("DNS rebinding", "PUT", "/api/1/dtabs/x", 421,
-            {**AUTH, **DTAB, "Host": "evil.example"}, "/a=>/b"),  # fmt: skip
+    Hostile(
+        "DNS rebinding",
+        "PUT",
+        "/api/1/dtabs/x",
+        421,
+        {**AUTH, **DTAB, "Host": "evil.example"},
+        "/a=>/b",
+    ),
     Hostile("cross-site", "DELETE", "/api/1/dtabs/x", 403, {"Sec-Fetch-Site": "cross-site"}),
-    Hostile("cross-origin", "POST", f"{REG}/web", 403,
-            {**JSON, "Origin": "https://evil.example"}, _register("10.0.0.1")),  # fmt: skip
+    Hostile(
+        "cross-origin",
+        "POST",
+        f"{REG}/web",
+        403,
+        {**JSON, "Origin": "https://evil.example"},
+        _register("10.0.0.1"),
+    ),
 ]
 
 
