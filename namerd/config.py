@@ -37,6 +37,10 @@ interfaces[].allowedHosts []              Host names a write may be addressed to
                                          ``localhost`` and IP literals (any port); ``*``: any.
                                          Others get 421 (DNS-rebinding guard,
                                          ``shared.webguard``); reads are not checked
+namers[].allowNetworks   (none)          io.l5d.registry: CIDRs registrations may use (only
+                                         these; they lift the default refusal of loopback,
+                                         link-local, unspecified and multicast addresses)
+namers[].denyNetworks    (none)          io.l5d.registry: CIDRs always refused -> 403
 admin.ip / admin.port    127.0.0.1:9991  admin server (ping, metrics, namespaces page)
 admin.shutdownGraceMs    10000           SIGTERM: time open requests get to finish
 storage                  embedded        a real redis-server started by namerd, AOF on, unix socket
