@@ -291,8 +291,9 @@ def _interface(raw: Any, top: configtree.Section) -> InterfaceConfig:
         if kind != HTTP_CONTROLLER:
             raise sec.error("kind", f"unknown interface kind {kind!r} (known: {HTTP_CONTROLLER})")
         _reject_unsupported(sec, _UNSUPPORTED_LISTENER)
+        hosts = sec.get("allowedHosts", [], list)
         try:
-            allowed_hosts = parse_allowed_hosts(sec.get("allowedHosts", [], list))
+            allowed_hosts = parse_allowed_hosts(hosts)
         except ValueError as err:
             raise sec.error("allowedHosts", str(err)) from None
         iface = InterfaceConfig(

@@ -492,8 +492,9 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     top = Section(raw, configtree.TOP_LEVEL)
     _reject_unsupported(top, _UNSUPPORTED)
     admin_sec = Section(top.get("admin"), "admin", top.key_pos("admin"))
+    hosts = admin_sec.get("allowedHosts", [], list)
     try:
-        allowed_hosts = parse_allowed_hosts(admin_sec.get("allowedHosts", [], list))
+        allowed_hosts = parse_allowed_hosts(hosts)
     except ValueError as err:
         raise admin_sec.error("allowedHosts", str(err)) from None
     admin = AdminConfig(
