@@ -193,11 +193,11 @@ def test_put_with_if_match_is_compare_and_set(namerd: Namerd) -> None:
     assert missing.status_code == 404
 
 
-def test_put_with_bad_content_type_is_400(namerd: Namerd) -> None:
+def test_put_with_bad_content_type_is_415(namerd: Namerd) -> None:
     r = httpx.put(
         f"{namerd.api}/api/1/dtabs/{ns()}", content="/a=>/b", headers={"Content-Type": "x/y"}
     )
-    assert r.status_code == 400
+    assert r.status_code == 415
     assert r.text.startswith('Invalid Content-Type "x/y". ')
 
 
