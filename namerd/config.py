@@ -8,7 +8,7 @@ Config file shape (namerd's; unknown keys are an error naming the key and its fi
               | {kind: io.l5d.embeddedRedis, dataDir: ./.namerd}        # the default
     namers:     [{kind: io.l5d.fs, prefix: /io.l5d.fs, rootDir: disco}, {kind: io.l5d.registry}]
     interfaces: [{kind: io.l5d.httpController, ip: 127.0.0.1, port: 4180, allowedHosts: []}]
-    auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only
+    auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only; printable ASCII
     limits:     {maxBodyBytes: 1048576, lookupTimeoutMs: 10000, delegateTimeoutMs: 2000,
                  watchHeartbeatMs: 15000}
 
@@ -342,6 +342,11 @@ def parse_config(
     admin_sec.done()
     auth_sec = Section(top.get("auth"), "auth")
     token = auth_sec.get("token", None, str) or env.get("NAMERD_TOKEN") or None
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        # An Authorization header carries ASCII; any other token could never be sent.
+        if not auth_sec.has("token"):
+            raise ConfigError("NAMERD_TOKEN must be printable ASCII without spaces")
+        raise auth_sec.error("token", "must be printable ASCII without spaces")
     auth_sec.done()
     lim = Section(top.get("limits"), "limits")
     limits = Limits(
