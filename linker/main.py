@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         delegate=delegate,
         on_shutdown=lambda: master.request_shutdown() if master is not None else None,
         master_stats=lambda: master.stats() if master is not None else {},
+        allowed_hosts=config.admin.allowed_hosts,
     )
     bind = {r.label: [(s.ip, s.port) for s in r.servers] for r in config.routers}
     master = Master(

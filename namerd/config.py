@@ -8,8 +8,8 @@ Config file shape (namerd's; unknown keys are an error naming the key and its fi
               | {kind: io.l5d.redis, sentinels: [{host: h, port: 26379}], service: mymaster}
               | {kind: io.l5d.embeddedRedis, dataDir: ./.namerd}        # the default
     namers:     [{kind: io.l5d.fs, prefix: /io.l5d.fs, rootDir: disco}, {kind: io.l5d.registry}]
-    interfaces: [{kind: io.l5d.httpController, ip: 127.0.0.1, port: 4180}]
-    auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only
+    interfaces: [{kind: io.l5d.httpController, ip: 127.0.0.1, port: 4180, allowedHosts: []}]
+    auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only; printable ASCII
     limits:     {maxBodyBytes: 1048576, lookupTimeoutMs: 10000, delegateTimeoutMs: 2000,
                  watchHeartbeatMs: 15000,
                  storedDtabBudget: {maxNodes: 100000, maxResultNodes: 20000,
@@ -38,6 +38,14 @@ key                      default         meaning
 =======================  ==============  ==========================================================
 interfaces               httpController  namerd requires the list; we default to the HTTP API
                          127.0.0.1:4180
+interfaces[].allowedHosts []              Host names a write may be addressed to, besides
+                                         ``localhost`` and IP literals (any port); ``*``: any.
+                                         Others get 421 (DNS-rebinding guard,
+                                         ``shared.webguard``); reads are not checked
+namers[].allowNetworks   (none)          io.l5d.registry: CIDRs registrations may use (only
+                                         these; they lift the default refusal of loopback,
+                                         link-local, unspecified and multicast addresses)
+namers[].denyNetworks    (none)          io.l5d.registry: CIDRs always refused -> 403
 admin.ip / admin.port    127.0.0.1:9991  admin server (ping, metrics, namespaces page)
 admin.shutdownGraceMs    10000           SIGTERM: time open requests get to finish
 storage                  embedded        a real redis-server started by namerd, AOF on, unix socket
@@ -94,6 +102,7 @@ from shared import (
 )
 from shared.budget import budget_from_config
 from shared.configtree import located_dict
+from shared.webguard import parse_allowed_hosts
 
 __all__ = [
     "AdminConfig",
@@ -177,6 +186,8 @@ class InterfaceConfig:
     port: int = DEFAULT_HTTP_PORT
     #: Where the port was configured (``file:line:col``; "" for the default), for errors.
     listen_pos: str = field(default="", compare=False)
+    #: Host names writes may name besides localhost and IP literals (``shared.webguard``).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,10 +340,16 @@ def _interface(raw: Any, top: configtree.Section) -> InterfaceConfig:
         if kind != HTTP_CONTROLLER:
             raise sec.error("kind", f"unknown interface kind {kind!r} (known: {HTTP_CONTROLLER})")
         _reject_unsupported(sec, _UNSUPPORTED_LISTENER)
+        hosts = sec.get("allowedHosts", [], list)
+        try:
+            allowed_hosts = parse_allowed_hosts(hosts)
+        except ValueError as err:
+            raise sec.error("allowedHosts", str(err)) from None
         iface = InterfaceConfig(
             sec.ip("ip", "127.0.0.1"),
             sec.port("port", DEFAULT_HTTP_PORT),
             listen_pos=str(sec.key_pos("port")) if sec.has("port") else "",
+            allowed_hosts=allowed_hosts,
         )
         sec.done()
         if found is not None:
@@ -374,6 +391,11 @@ def parse_config(
     admin_sec.done()
     auth_sec = Section(top.get("auth"), "auth")
     token = auth_sec.get("token", None, str) or env.get("NAMERD_TOKEN") or None
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        # An Authorization header carries ASCII; any other token could never be sent.
+        if not auth_sec.has("token"):
+            raise ConfigError("NAMERD_TOKEN must be printable ASCII without spaces")
+        raise auth_sec.error("token", "must be printable ASCII without spaces")
     auth_sec.done()
     lim = Section(top.get("limits"), "limits")
     limits = Limits(

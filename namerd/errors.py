@@ -37,13 +37,22 @@ class NamerdError(Exception):
     Attributes:
         http_status: the HTTP status the API should answer with. It defaults to the class's
             ``default_http_status``, and a single instance may override it.
+        details: extra facts for a JSON error body, e.g. ``{"configKey": "allowNetworks"}``
+            (the registry's bodies are JSON; namerd's own are plain text and leave them out).
     """
 
     default_http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        details: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.http_status: int = http_status if http_status is not None else self.default_http_status
+        self.details: dict[str, str] = details or {}
 
 
 class StorageError(NamerdError):

@@ -1,6 +1,6 @@
 """The linker's configuration: Linkerd 1.x's YAML shape, its defaults, every limit in one place.
 
-    admin:   {ip: 127.0.0.1, port: 9990}
+    admin:   {ip: 127.0.0.1, port: 9990, allowedHosts: []}
     namers:  [{kind: io.l5d.fs, rootDir: disco}]          # local namers (default interpreter)
     workers: 2                                             # ours; `--workers` overrides
     routers:
@@ -25,6 +25,10 @@ Defaults (Linkerd's where Linkerd has one):
 key                            default      meaning
 =============================  ===========  =================================================
 admin                          127.0.0.1:9990  one admin server for the whole process tree
+admin.allowedHosts             []           Host names admin actions (POST /admin/shutdown)
+                                            may name besides localhost and IP literals; ``*``:
+                                            any. Others get 421 (DNS-rebinding guard,
+                                            ``shared.webguard``); reads are not checked
 namers[].rootDir               (required)   io.l5d.fs: a readable directory, one file per service
 namers[].pollIntervalSecs      1            how often that directory is checked
 routers[].servers[]            127.0.0.1:4140  where the router listens
@@ -110,6 +114,7 @@ from linker.policy.retries import build_retry_policy
 from linker.routing.identifiers import Identifier, build_identifier
 from shared import Dtab, DtabParseError, Path, configtree
 from shared.configtree import locate
+from shared.webguard import parse_allowed_hosts
 
 __all__ = [
     "AdminConfig",
@@ -490,10 +495,16 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     top = Section(raw, configtree.TOP_LEVEL)
     _reject_unsupported(top, _UNSUPPORTED)
     admin_sec = Section(top.get("admin"), "admin", top.key_pos("admin"))
+    hosts = admin_sec.get("allowedHosts", [], list)
+    try:
+        allowed_hosts = parse_allowed_hosts(hosts)
+    except ValueError as err:
+        raise admin_sec.error("allowedHosts", str(err)) from None
     admin = AdminConfig(
         admin_sec.ip("ip", "127.0.0.1"),
         admin_sec.port("port", DEFAULT_ADMIN_PORT),
         listen_pos=str(admin_sec.key_pos("port")) if admin_sec.has("port") else "",
+        allowed_hosts=allowed_hosts,
     )
     _reject_unsupported(admin_sec, _UNSUPPORTED)
     admin_sec.done()

@@ -91,6 +91,8 @@ class AdminConfig:
     port: int = DEFAULT_ADMIN_PORT
     #: Where the port was configured (``file:line:col``; "" for the default), for errors.
     listen_pos: str = field(default="", compare=False)
+    #: Host names admin actions may name besides localhost and IP literals (shared.webguard).
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,14 @@ JSON files, format text).
 
 Any other path is 404; a known path with the wrong method is 405 with ``Allow``. Shutdown is
 POST-only so that a browser prefetch, a crawler or a stray ``curl`` cannot stop the linker.
+
+Admin actions (every POST, PUT, DELETE, PATCH except the read ``POST /delegator.json``) pass
+``shared.webguard.check_write`` first, so a web page cannot stop the linker: a Host that is not
+``localhost``, an IP literal or in ``admin.allowedHosts`` is 421 (DNS rebinding), a
+cross-site ``Sec-Fetch-Site`` or a foreign ``Origin`` is 403; the refusal is a JSON
+``{"error", "reason"}``. There is no Content-Type rule here: shutdown has no body, and every
+browser that can send it cross-origin sends Origin (``curl -X POST`` keeps working). Reads are
+not judged: Prometheus and health checks reach the admin by any name.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from linker.metrics import merge, to_json, to_prometheus
+from shared.webguard import check_write
 
 __all__ = ["ADMIN_PORT", "REQUEST_TIMEOUT_S", "AdminServer", "Delegate"]
 
@@ -65,6 +74,8 @@ class AdminServer:
         on_shutdown: called (in a server thread) on ``POST /admin/shutdown``; must not block.
         master_stats: returns ``{"counters": {...}, "gauges": {...}}`` added to the merge.
         request_timeout_s: idle/read timeout per connection (:data:`REQUEST_TIMEOUT_S`).
+        allowed_hosts: Host names admin actions may name besides ``localhost`` and IP
+            literals (config ``admin.allowedHosts``; ``*`` allows any).
     """
 
     def __init__(
@@ -78,8 +89,10 @@ class AdminServer:
         on_shutdown: Callable[[], None],
         master_stats: Callable[[], dict[str, Any]],
         request_timeout_s: float = REQUEST_TIMEOUT_S,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.ip = ip
+        self.allowed_hosts = allowed_hosts
         self.port = port
         self.metrics_dir = metrics_dir
         self.config_json = config_json
@@ -198,6 +211,21 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         read_only = method in ("GET", "HEAD")
+        if not (read_only or (method == "POST" and path == "/delegator.json")):
+            refusal = check_write(
+                method,
+                self.headers.get("Host"),
+                self.headers.get("Origin"),
+                self.headers.get("Sec-Fetch-Site"),
+                self.headers.get("Content-Type"),
+                allowed_hosts=admin.allowed_hosts,
+                allowed_hosts_key="admin.allowedHosts",
+            )
+            if refusal is not None:
+                self.close_connection = True  # the body, if any, was not read
+                body = {"error": refusal.reason, "reason": refusal.code}
+                self._send_json(refusal.status, body, method)
+                return
         try:
             if path == "/admin/shutdown":
                 if method != "POST":

@@ -10,8 +10,11 @@ Status codes, bodies and headers follow namerd:
   ``watch=1`` streams it (nothing while the namespace does not exist);
 * ``POST`` creates (409 if it exists), ``PUT`` replaces or creates, ``PUT`` with ``If-Match``
   is a compare-and-set (412 on another version, 404 if absent), ``DELETE`` deletes (404 if
-  absent); each answers 204. The body is JSON or dtab text, by Content-Type; a dtab that does
-  not parse is 400 with a caret diagram; the store keeps the canonical text (``Dtab.show``).
+  absent); each answers 204. The body is JSON or dtab text, by Content-Type
+  (``application/json`` or ``application/dtab``; anything else, ``text/plain`` included, or
+  none is 415: a web page can send ``text/plain`` cross-origin, see ``shared.webguard``); a
+  dtab that does not parse is 400 with a caret diagram; the store keeps the canonical text
+  (``Dtab.show``). Writes pass ``Resource.authorize`` first (Host, origin, token).
 
 Every write is recorded in the namespace's history (``namerd.storage.store``, "History"), with
 who made it (:func:`author_of`) and bounded by ``storage.historySize``; ``history.py`` serves it.
@@ -102,9 +105,13 @@ def negotiate(accept: str | None) -> str:
 
 
 def read_dtab_body(req: falcon.asgi.Request, body: bytes) -> Dtab:
-    """The dtab in a request body: JSON or dtab text, by Content-Type; 400 if it is neither
-    or does not parse."""
+    """The dtab in a request body: JSON or dtab text, by Content-Type (415 if it is neither);
+    400 if it does not parse."""
     ct = media_type(req.content_type)
+    if ct not in (JSON, DTAB):
+        raise HTTPProblem(
+            415, f'Invalid Content-Type "{req.content_type or ""}". Use {JSON} or {DTAB}.\n'
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -117,15 +124,10 @@ def read_dtab_body(req: falcon.asgi.Request, body: bytes) -> Dtab:
             return dtab_from_json(value)
         except WireFormatError as err:
             raise HTTPProblem(400, f"Invalid dtab: {err}\n") from None
-    if ct in (DTAB, TEXT):
-        try:
-            return Dtab.read(text)
-        except DtabParseError as err:
-            raise unparsable(err) from None
-    raise HTTPProblem(
-        400,
-        f'Invalid Content-Type "{req.content_type or ""}". Use {JSON}, {DTAB} or {TEXT}.\n',
-    )
+    try:
+        return Dtab.read(text)
+    except DtabParseError as err:
+        raise unparsable(err) from None
 
 
 class DtabList(Resource):

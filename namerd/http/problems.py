@@ -17,6 +17,11 @@ handlers installed by :func:`add_error_handlers`:
   program can tell which limit to raise (or that its dtab expands into itself);
 * anything else is a bug: logged with its traceback and answered 500.
 
+Bodies are namerd's plain text on namerd's routes (clients and Linkerd show them as they are).
+The registry's routes are ours, not namerd's, and answer errors as JSON (:data:`JSON_ERROR_PATHS`):
+``{"error": "<message>", "status": 403, ...details}``, where ``details`` carries facts a
+program can act on, such as ``reason`` and ``configKey`` for a refused registration.
+
 namerd answers unknown routes, and methods a route does not have, with 404 and an empty body;
 so do we.
 """
@@ -33,18 +38,35 @@ import falcon.asgi
 from namerd.errors import NamerdError, StorageError
 from shared import BudgetExceeded, DelegationError, DtabParseError
 
-__all__ = ["TEXT", "HTTPProblem", "OverBudget", "add_error_handlers", "lookup_failed", "unparsable"]
+__all__ = [
+    "JSON_ERROR_PATHS",
+    "TEXT",
+    "HTTPProblem",
+    "OverBudget",
+    "add_error_handlers",
+    "lookup_failed",
+    "unparsable",
+]
 
 log = logging.getLogger("namerd")
 
 TEXT = "text/plain"
+#: Route prefixes whose errors are JSON (ours, not namerd's: no plain-text contract to keep).
+JSON_ERROR_PATHS = ("/api/1/registry",)
 
 
 class HTTPProblem(NamerdError):
     """An API-level error with a plain-text body (namerd's error bodies are plain text)."""
 
-    def __init__(self, status: int, message: str = "", headers: dict[str, str] | None = None):
-        super().__init__(message, http_status=status)
+    def __init__(
+        self,
+        status: int,
+        message: str = "",
+        headers: dict[str, str] | None = None,
+        *,
+        details: dict[str, str] | None = None,
+    ):
+        super().__init__(message, http_status=status, details=details)
         self.body = message
         self.headers = headers or {}
 
@@ -65,6 +87,28 @@ def lookup_failed(err: DelegationError, headline: str) -> NamerdError:
     return HTTPProblem(502, f"{headline}: {err}\n")
 
 
+def _json_errors(req: falcon.asgi.Request) -> bool:
+    return req.path.startswith(JSON_ERROR_PATHS)
+
+
+def _send(
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response,
+    status: int,
+    message: str,
+    details: dict[str, str] | None = None,
+) -> None:
+    """The error response: ``message`` as text, or as a JSON object on JSON_ERROR_PATHS."""
+    resp.status = falcon.code_to_http_status(status)
+    if _json_errors(req):
+        resp.content_type = "application/json"
+        body = {"error": message.strip(), "status": status, **(details or {})}
+        resp.text = json.dumps(body, ensure_ascii=True, separators=(",", ":")) + "\n"
+        return
+    resp.content_type = TEXT
+    resp.text = message
+
+
 def unparsable(err: DtabParseError, headline: str = "", *, diagram: bool = True) -> HTTPProblem:
     """400 for input that does not parse: ``headline`` (default: the parser's message), then
     the caret diagram unless ``diagram`` is false."""
@@ -81,12 +125,11 @@ async def _problem(
     rt = getattr(req.context, "runtime", None)
     if isinstance(err, StorageError) and status >= 500 and rt is not None:
         rt.metrics.inc("store/errors")
-    resp.status = falcon.code_to_http_status(status)
-    resp.content_type = TEXT
+    details = getattr(err, "details", None)
     if isinstance(err, HTTPProblem):
         for k, v in err.headers.items():
             resp.set_header(k, v)
-        resp.text = err.body
+        _send(req, resp, status, err.body, details)
         return
     message = str(err)
     if isinstance(err, StorageError) and status == 503:
@@ -94,7 +137,7 @@ async def _problem(
             f"Storage is unavailable: {message}. "
             "Reads serve the last-known state; retry writes later."
         )
-    resp.text = message + "\n" if message else ""
+    _send(req, resp, status, message + "\n" if message else "", details)
 
 
 async def _over_budget(
@@ -110,9 +153,8 @@ async def _unexpected(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, err: Exception, params: Any
 ) -> None:
     log.exception("unexpected error serving %s %s", req.method, req.path)
-    resp.status = falcon.HTTP_500
-    resp.content_type = TEXT
-    resp.text = f"Internal error: {type(err).__name__}: {err}. This is a namerd bug; see its log.\n"
+    message = f"Internal error: {type(err).__name__}: {err}. This is a namerd bug; see its log.\n"
+    _send(req, resp, 500, message)
 
 
 async def _empty_404(

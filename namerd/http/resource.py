@@ -5,8 +5,12 @@ A resource is a Falcon ASGI class with ``on_get``/``on_put``/... responders. Eac
 
 * request parsing: the ``path`` and ``dtab`` query parameters (400 with a caret diagram when
   they do not parse), boolean flags such as ``watch=1``, the namespace from the URL;
-* the guards of writes: the bearer token (``auth.token``; 401 without it) and the body size
-  limit (``limits.maxBodyBytes``; 413 above it, checked before and while reading);
+* the guards of writes, in :meth:`Resource.authorize`: the browser rule of
+  ``shared.webguard`` (421 for a Host not in ``interfaces[].allowedHosts``, 403 for a
+  cross-site or cross-origin request, 415 for a CORS-simple Content-Type), then the bearer
+  token (``auth.token``; 401 without it, compared in constant time as bytes; a header that is
+  not ASCII is simply a wrong one); and the body size limit (``limits.maxBodyBytes``; 413
+  above it, checked before and while reading);
 * :meth:`Resource.settle` for non-watch lookups: recompute until no address is pending, at most
   ``limits.lookupTimeoutMs``, then 503 (namerd waits forever, issue #1349);
 * :meth:`Resource.stream` for ``watch=1`` (see ``namerd.http.streaming``).
@@ -32,6 +36,7 @@ from namerd.naming.namers.base import Topic
 from namerd.runtime import Runtime, parse_stored
 from namerd.storage.store import validate_namespace
 from shared import Dtab, DtabParseError, Path
+from shared.webguard import check_write
 from shared.wire import encode
 
 __all__ = [
@@ -103,6 +108,9 @@ def json_body(data: bytes | str, what: str = "The body is not valid JSON") -> An
         return json.loads(data)
     except ValueError as err:
         raise HTTPProblem(400, f"{what}: {err}\n") from None
+    except RecursionError:
+        # The parser recurses per nesting level; a body of "[[[[..." exhausts the stack.
+        raise HTTPProblem(400, f"{what}: it is nested too deeply\n") from None
 
 
 class Resource:
@@ -111,16 +119,37 @@ class Resource:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.limits = runtime.config.limits
-        self.token = runtime.config.auth_token
+        self.allowed_hosts = runtime.config.interface.allowed_hosts
+        token = runtime.config.auth_token
+        self.token = token.encode("utf-8") if token else None
 
     # -- writes ---------------------------------------------------------------------------------
     def authorize(self, req: falcon.asgi.Request) -> None:
-        """401 unless the request carries the configured bearer token (if one is set)."""
+        """Every write's guard: the browser rule (421/403/415), then the token (401)."""
+        refusal = check_write(
+            req.method,
+            req.get_header("Host"),
+            req.get_header("Origin"),
+            req.get_header("Sec-Fetch-Site"),
+            req.content_type,
+            allowed_hosts=self.allowed_hosts,
+            refuse_simple_bodies=True,
+            allowed_hosts_key="interfaces[].allowedHosts",
+        )
+        if refusal is not None:
+            raise HTTPProblem(
+                refusal.status, refusal.reason + "\n", details={"reason": refusal.code}
+            )
         if not self.token:
             return
         header = req.get_header("Authorization") or ""
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
+        # ASGI hands headers over as latin-1; a token is ASCII, so anything else cannot match.
+        given = value.strip()
+        ok = scheme.lower() == "bearer" and given.isascii()
+        # Compared as bytes: compare_digest refuses non-ASCII str, and takes the same time
+        # whatever the position of the first wrong byte.
+        if not hmac.compare_digest(given.encode("ascii", "replace"), self.token) or not ok:
             raise HTTPProblem(
                 401,
                 "This namerd requires a token for writes: send 'Authorization: Bearer <token>'.\n",

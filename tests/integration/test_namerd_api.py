@@ -116,23 +116,24 @@ def test_create_empty_dtab_is_allowed(namerd: Namerd) -> None:
 
 
 @pytest.mark.parametrize(
-    ("content_type", "body", "expect_in_body"),
+    ("content_type", "body", "status", "expect_in_body"),
     [
-        (None, "/a=>/b", "Invalid Content-Type"),
-        ("application/xml", "/a=>/b", 'Invalid Content-Type "application/xml"'),
-        ("application/json", "[null]", "The dtab contains invalid dentries: [null]"),
-        ("application/json", "{not json", "not valid JSON"),
-        ("application/json", '[{"prefix":"/a"}]', "dst"),
-        ("application/dtab", "/svc => /a |", "simple expected but end of input found"),
+        (None, "/a=>/b", 415, "Invalid Content-Type"),
+        ("application/xml", "/a=>/b", 415, 'Invalid Content-Type "application/xml"'),
+        ("text/plain", "/a=>/b", 415, "Content-Type text/plain is refused for writes"),
+        ("application/json", "[null]", 400, "The dtab contains invalid dentries: [null]"),
+        ("application/json", "{not json", 400, "not valid JSON"),
+        ("application/json", '[{"prefix":"/a"}]', 400, "dst"),
+        ("application/dtab", "/svc => /a |", 400, "simple expected but end of input found"),
     ],
 )
-def test_bad_create_is_400_and_stores_nothing(
-    namerd: Namerd, content_type: str | None, body: str, expect_in_body: str
+def test_bad_create_is_4xx_and_stores_nothing(
+    namerd: Namerd, content_type: str | None, body: str, status: int, expect_in_body: str
 ) -> None:
     name = ns()
     headers = {"Content-Type": content_type} if content_type else {}
     r = httpx.post(f"{namerd.api}/api/1/dtabs/{name}", content=body, headers=headers)
-    assert r.status_code == 400
+    assert r.status_code == status
     assert expect_in_body in r.text
     assert httpx.get(f"{namerd.api}/api/1/dtabs/{name}").status_code == 404
 
@@ -192,11 +193,11 @@ def test_put_with_if_match_is_compare_and_set(namerd: Namerd) -> None:
     assert missing.status_code == 404
 
 
-def test_put_with_bad_content_type_is_400(namerd: Namerd) -> None:
+def test_put_with_bad_content_type_is_415(namerd: Namerd) -> None:
     r = httpx.put(
         f"{namerd.api}/api/1/dtabs/{ns()}", content="/a=>/b", headers={"Content-Type": "x/y"}
     )
-    assert r.status_code == 400
+    assert r.status_code == 415
     assert r.text.startswith('Invalid Content-Type "x/y". ')
 
 

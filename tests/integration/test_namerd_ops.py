@@ -234,7 +234,11 @@ def test_resolved_address_sets_are_kept_in_redis_for_all_replicas(
 
 
 def test_registry_endpoints_register_heartbeat_deregister_and_expire(tmp_path: Path) -> None:
-    cfg = "namers:\n- kind: io.l5d.registry\n  sweepIntervalSecs: 0.1\n"
+    # The endpoints are loopback ones, refused unless the address policy lists loopback.
+    cfg = (
+        "namers:\n- kind: io.l5d.registry\n  sweepIntervalSecs: 0.1\n"
+        "  allowNetworks: [127.0.0.0/8]\n"
+    )
     with running_namerd(tmp_path, extra_config=cfg, env={"NAMERD_TOKEN": "t0k"}) as nd:
         auth = {"Authorization": "Bearer t0k"}
         reg = f"{nd.api}/api/1/registry"
@@ -265,7 +269,7 @@ def test_registry_endpoints_register_heartbeat_deregister_and_expire(tmp_path: P
         missing = httpx.put(f"{reg}/users/127.0.0.1/9999", headers=auth)
         assert missing.status_code == 404
         bad = httpx.post(f"{reg}/users", json={"host": "x", "port": 0}, headers=auth)
-        assert (bad.status_code, bad.text.strip()) == (400, "port must be an integer 1-65535.")
+        assert (bad.status_code, bad.json()["error"]) == (400, "port must be an integer 1-65535.")
         gone = httpx.delete(f"{reg}/users/127.0.0.1/9101", headers=auth)
         assert gone.status_code == 204
         assert httpx.get(f"{reg}/users").json()["addrs"] == []

@@ -43,6 +43,21 @@ While Redis is unreachable the mirror is left alone: lookups serve the last-know
 including endpoints that may since have expired (nobody can sweep them, and dropping them all
 would be worse). Writes raise :class:`NamerUnavailable`.
 
+Address policy
+--------------
+A registration may point the mesh at any address, so ``register()`` refuses the addresses
+that reach the host itself or its cloud's internals unless the config says otherwise
+(:class:`AddressPolicy`): loopback (Redis next door), link-local (169.254.169.254, the cloud
+metadata service), unspecified (``0.0.0.0``, ``::``; ``0.0.0.0/8`` means "this host" too) and
+multicast; an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is judged as its IPv4 address.
+Config keys of the namer: ``denyNetworks`` (CIDRs always refused) and ``allowNetworks``
+(CIDRs; when given, only these are accepted, and an address inside one of them is accepted
+even if it is of a refused kind: ``allowNetworks: [127.0.0.0/8, ::1/128]`` is how a local
+development setup registers loopback endpoints). A refusal is :class:`RefusedAddress`, 403 with
+the reason and the key to change. The policy is the namer's, so it covers every namespace that
+binds through it (namers are shared by all namespaces). Heartbeats and deregistrations only
+touch endpoints that were registered, so they are not re-checked.
+
 Known versus live (a choice)
 ----------------------------
 ``lookup(/<svc>/rest)`` binds every *known* service, even with no live endpoint left; its addr
@@ -56,11 +71,12 @@ service with no healthy instances. ``forget()`` removes a service for good (``ne
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Final, NoReturn
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -86,8 +102,12 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_SWEEP_INTERVAL_S",
+    "AddressPolicy",
+    "BadRegistration",
     "BadWeight",
+    "RefusedAddress",
     "RegistryNamer",
+    "check_service",
 ]
 
 log = logging.getLogger(__name__)
@@ -177,21 +197,159 @@ return swept
 )
 
 
-def _check_service(service: str) -> str:
-    if not isinstance(service, str) or not service or show_label(service.encode()) != service:
-        raise ValueError(
-            f"service name must be a non-empty path label (0-9 A-Z a-z _ : . # $ % -), "
+class BadRegistration(NamerError, ValueError):
+    """A registry call with a bad argument: service name, host, port, TTL or meta (400).
+
+    A ValueError, as bad arguments are, and a NamerdError so the API answers 400 with the
+    message instead of an internal error.
+    """
+
+    default_http_status = 400
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RefusedAddress(BadRegistration):
+    """``register()`` of an address the namer's :class:`AddressPolicy` refuses (403).
+
+    ``details`` has ``reason`` (``loopback``, ``link-local``, ``unspecified``, ``multicast``,
+    ``denied``, ``not-allowed``) and ``configKey``, the key that would change the answer.
+    """
+
+    default_http_status = 403
+
+
+# The kinds of address refused unless an allowNetworks entry covers them, with their tests.
+_REFUSED_KINDS: Final[tuple[tuple[str, Callable[[IPAddress], bool]], ...]] = (
+    ("loopback", lambda ip: ip.is_loopback),
+    ("link-local", lambda ip: ip.is_link_local),
+    (
+        "unspecified",
+        lambda ip: ip.is_unspecified or ip in ipaddress.IPv4Network("0.0.0.0/8"),
+    ),
+    ("multicast", lambda ip: ip.is_multicast),
+)
+
+
+class AddressPolicy:
+    """Which addresses ``register()`` accepts; see "Address policy" in the module docstring.
+
+    Args:
+        allow: when non-empty, the only networks accepted (and they lift the kind refusals).
+        deny: networks always refused.
+        where: how to name the config keys in refusals, e.g. ``namers[1] (io.l5d.registry)``.
+    """
+
+    def __init__(
+        self, allow: Iterable[IPNetwork] = (), deny: Iterable[IPNetwork] = (), where: str = ""
+    ) -> None:
+        self.allow = tuple(allow)
+        self.deny = tuple(deny)
+        self.where = where
+
+    @classmethod
+    def from_config(cls, kind: str, config: Mapping[str, Any], where: str) -> AddressPolicy:
+        """``allowNetworks`` / ``denyNetworks``: lists of CIDRs such as ``10.0.0.0/8``."""
+        nets: dict[str, list[IPNetwork]] = {}
+        for key in ("allowNetworks", "denyNetworks"):
+            raw = config.get(key, [])
+            if not isinstance(raw, list):
+                raise NamerConfigError(f"namer {kind}: {key} must be a list of CIDRs")
+            nets[key] = []
+            for item in raw:
+                try:
+                    nets[key].append(ipaddress.ip_network(str(item), strict=True))
+                except ValueError as err:
+                    raise NamerConfigError(
+                        f"namer {kind}: {key}: {item!r} is not a network such as 10.0.0.0/8 ({err})"
+                    ) from None
+        return cls(nets["allowNetworks"], nets["denyNetworks"], where)
+
+    def _key(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def check(self, ip: IPAddress) -> None:
+        """Return if ``ip`` may be registered.
+
+        Raises:
+            RefusedAddress: it may not; the message says why and which key to change.
+        """
+        judged: IPAddress = ip
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            judged = ip.ipv4_mapped
+        for net in self.deny:
+            if judged in net or ip in net:
+                self._refuse(ip, "denied", f"it is in denyNetworks entry {net}", "denyNetworks")
+        if self.allow:
+            if any(judged in net or ip in net for net in self.allow):
+                return
+            listed = ", ".join(str(n) for n in self.allow)
+            why = f"it is in none of allowNetworks ({listed})"
+            self._refuse(ip, "not-allowed", why, "allowNetworks")
+        for kind, test in _REFUSED_KINDS:
+            if test(judged):
+                self._refuse(
+                    ip,
+                    kind,
+                    f"it is a {kind} address, refused unless allowNetworks lists a network "
+                    "that contains it",
+                    "allowNetworks",
+                )
+
+    def _refuse(self, ip: IPAddress, reason: str, why: str, key: str) -> NoReturn:
+        raise RefusedAddress(
+            f"registry: refused to register {ip}: {why} (config key {self._key(key)})",
+            details={"reason": reason, "configKey": self._key(key)},
+        )
+
+
+_SERVICE_CHARS = "0-9 A-Z a-z _ : . # $ % -"
+
+
+def check_service(service: str) -> str:
+    """``service`` if it is a valid service name (one path label), else BadRegistration."""
+    if (
+        not isinstance(service, str)
+        or not service
+        or not service.isascii()
+        or show_label(service.encode("ascii")) != service
+    ):
+        raise BadRegistration(
+            f"service name must be one path label of the characters {_SERVICE_CHARS}, "
             f"got {service!r}"
         )
     return service
 
 
+def _parse_host(host: str) -> IPAddress:
+    """``host`` as an IP address; BadRegistration with the reason if it is not one."""
+    if not isinstance(host, str):
+        raise BadRegistration(f"host must be an IP address string, got {host!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if host.replace(".", "").isdigit() and any(
+            len(p) > 1 and p.startswith("0") for p in host.split(".")
+        ):
+            raise BadRegistration(
+                f"host {host!r} has a leading zero, which some parsers read as octal; "
+                "write the address without leading zeros"
+            ) from None
+        raise BadRegistration(
+            f"host must be an IPv4 or IPv6 address literal, got {host!r}: the registry does "
+            "not resolve names; register the address the service listens on"
+        ) from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        raise BadRegistration(f"host {host!r} has a zone id (%...), which linkers cannot use")
+    return ip
+
+
 def _member(host: str, port: int) -> str:
-    ip = parse_ip(host)
-    if ip is None:
-        raise ValueError(f"host must be an IPv4 or IPv6 address, got {host!r}")
+    ip = str(_parse_host(host))
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
-        raise ValueError(f"port must be an int 1-65535, got {port!r}")
+        raise BadRegistration(f"port must be an int 1-65535, got {port!r}")
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
@@ -207,9 +365,9 @@ def _parse_member(member: str) -> tuple[str, int] | None:
 
 def _ttl_ms(ttl_s: float) -> int:
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not ttl_s > 0:
-        raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
+        raise BadRegistration(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
     if not math.isfinite(ttl_s):
-        raise ValueError("ttl_s must be finite")
+        raise BadRegistration("ttl_s must be finite")
     return max(1, round(ttl_s * 1000))
 
 
@@ -229,10 +387,14 @@ class RegistryNamer(Namer):
             after a Redis failure. Defaults 0.05 s and 2 s.
         pubsub_ping_interval_s: silence on the subscription after which it is PINGed.
             Default 15 s.
+        address_policy: which addresses ``register()`` accepts (config ``allowNetworks``,
+            ``denyNetworks``). Default: refuse loopback, link-local, unspecified, multicast.
     """
 
     kind: ClassVar[str] = "io.l5d.registry"
-    config_keys: ClassVar[frozenset[str]] = frozenset({"keyPrefix", "sweepIntervalSecs"})
+    config_keys: ClassVar[frozenset[str]] = frozenset(
+        {"keyPrefix", "sweepIntervalSecs", "allowNetworks", "denyNetworks"}
+    )
 
     def __init__(
         self,
@@ -246,8 +408,10 @@ class RegistryNamer(Namer):
         reconnect_min_s: float = 0.05,
         reconnect_max_s: float = 2.0,
         pubsub_ping_interval_s: float = 15.0,
+        address_policy: AddressPolicy | None = None,
     ) -> None:
         super().__init__(prefix, notifier)
+        self.address_policy = address_policy or AddressPolicy()
         if sweep_interval_s <= 0 or start_timeout_s <= 0:
             raise ValueError("sweep_interval_s and start_timeout_s must be > 0")
         self._redis = redis
@@ -301,7 +465,8 @@ class RegistryNamer(Namer):
         notifier: Notifier,
         redis_client: Any,
     ) -> RegistryNamer:
-        """``keyPrefix`` (default ``namerd:``) and ``sweepIntervalSecs`` (default 1)."""
+        """``keyPrefix`` (default ``namerd:``), ``sweepIntervalSecs`` (default 1),
+        ``allowNetworks`` and ``denyNetworks`` (default none; see "Address policy")."""
         if redis_client is None:
             raise NamerConfigError(f"namer {cls.kind} needs Redis, but no client was given")
         key_prefix = config.get("keyPrefix", DEFAULT_KEY_PREFIX)
@@ -316,6 +481,9 @@ class RegistryNamer(Namer):
             key_prefix=key_prefix,
             sweep_interval_s=config_interval_s(
                 cls.kind, config, "sweepIntervalSecs", DEFAULT_SWEEP_INTERVAL_S
+            ),
+            address_policy=AddressPolicy.from_config(
+                cls.kind, config, f"namers[{cls.kind} at {prefix.show()}]"
             ),
         )
 
@@ -392,16 +560,19 @@ class RegistryNamer(Namer):
         """Register (or re-register) ``host:port`` for ``service``, alive for ``ttl_s``.
 
         Re-registering replaces the meta and restarts the TTL. ``meta`` becomes the Address
-        meta (a JSON object); an ``endpoint_addr_weight`` in it must follow
-        ``shared.addr``'s weight rule (a finite number >= 0).
+        meta (a flat JSON object of strings, finite numbers, booleans and nulls); an
+        ``endpoint_addr_weight`` in it must follow ``shared.addr``'s weight rule (a finite
+        number >= 0).
 
         Raises:
-            ValueError: bad service name (not a path label), host (not an IP), port, TTL, or
-                meta that is not JSON; :class:`BadWeight` (a ValueError) for a bad weight.
+            BadRegistration (a ValueError): bad service name (not a path label), host (not an
+                IP literal), port, TTL, or meta; :class:`BadWeight` for a bad weight;
+                :class:`RefusedAddress` for an address the address policy refuses.
             NamerUnavailable: Redis is down; the registration may not have happened.
         """
+        self.address_policy.check(_parse_host(host))
         member = _member(host, port)
-        args = [_check_service(service), member, _ttl_ms(ttl_s), _meta_json(meta), self._channel]
+        args = [check_service(service), member, _ttl_ms(ttl_s), _meta_json(meta), self._channel]
         await self._call(self._register, self._keys(service, with_services=True), args)
         await self._await_sync(self._mark_dirty(service))
 
@@ -414,7 +585,7 @@ class RegistryNamer(Namer):
             NamerUnavailable: Redis is down.
         """
         member = _member(host, port)
-        keys = [self._endpoints_prefix + _check_service(service)]
+        keys = [self._endpoints_prefix + check_service(service)]
         if not int(await self._call(self._heartbeat, keys, [member, _ttl_ms(ttl_s)])):
             raise NotRegistered(
                 f"{service} {member} is not registered (or its TTL ran out); register it again"
@@ -429,7 +600,7 @@ class RegistryNamer(Namer):
         Raises:
             ValueError: bad arguments. NamerUnavailable: Redis is down.
         """
-        args = [_member(host, port), self._channel, _check_service(service)]
+        args = [_member(host, port), self._channel, check_service(service)]
         removed = int(await self._call(self._deregister, self._keys(service), args))
         await self._await_sync(self._mark_dirty(service))
         return removed == 1
@@ -443,7 +614,7 @@ class RegistryNamer(Namer):
         Raises:
             ValueError: bad service name. NamerUnavailable: Redis is down.
         """
-        args = [_check_service(service), self._channel]
+        args = [check_service(service), self._channel]
         known = int(await self._call(self._forget, self._keys(service, with_services=True), args))
         await self._await_sync(self._mark_dirty(service))
         return known == 1
@@ -577,30 +748,38 @@ def _decode(label: bytes) -> str:
     return label.decode("ascii", errors="replace")
 
 
-class BadWeight(NamerError, ValueError):
-    """A registration's ``endpoint_addr_weight`` breaks the weight rule (400).
+class BadWeight(BadRegistration):
+    """A registration's ``endpoint_addr_weight`` breaks the weight rule (400)."""
 
-    A ValueError like the other bad ``register()`` arguments, and a NamerdError so the API
-    answers 400 with the message instead of an internal error.
-    """
 
-    default_http_status = 400
+def _scalar(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
 
 
 def _meta_json(meta: Mapping[str, Any] | None) -> str:
     if not meta:
         return ""
+    if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
+        raise BadRegistration(f"meta must be a JSON object, got {type(meta).__name__}")
     if WEIGHT_META_KEY in meta:
         try:
             parse_weight(meta[WEIGHT_META_KEY])
         except ValueError as err:
             raise BadWeight(f"meta {WEIGHT_META_KEY} {meta[WEIGHT_META_KEY]!r} {err}") from None
+    for key, value in meta.items():
+        if not _scalar(value):
+            raise BadRegistration(
+                f"meta {key!r}: values must be strings, finite numbers, booleans or null "
+                f"(meta is a flat map), got {type(value).__name__}"
+            )
     try:
         # Sorted keys: the same meta always gives the same text, so re-registering with the
         # same meta is not a change (no publish, no notify).
         return json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"meta must be a JSON object: {exc}") from exc
+        raise BadRegistration(f"meta must be a JSON object: {exc}") from exc
 
 
 def _valid_weight(value: object) -> bool:

@@ -42,7 +42,7 @@ async def started(
         # protocol says MutableMapping.
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://namerd", timeout=REQUEST_TIMEOUT_S
+            transport=transport, base_url="http://localhost", timeout=REQUEST_TIMEOUT_S
         ) as client:
             yield app, client
     finally:

@@ -148,7 +148,7 @@ def test_a_dtab_that_does_not_parse_is_400_with_where(serve: Serve) -> None:
             r = await api.post(
                 "/api/1/dtabs/bad", content="/a=>/b", headers={"Content-Type": "image/png"}
             )
-            assert r.status_code == 400
+            assert r.status_code == 415
             assert r.text.startswith('Invalid Content-Type "image/png"')
 
             r = await api.get("/api/1/dtabs/bad")

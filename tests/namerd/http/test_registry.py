@@ -11,6 +11,7 @@ from .conftest import Serve
 pytestmark = pytest.mark.redis
 
 REGISTRY = "namers:\n- kind: io.l5d.registry\n"
+JSON = {"Content-Type": "application/json"}
 
 
 def test_register_list_and_deregister(serve: Serve) -> None:
@@ -68,13 +69,16 @@ def test_bad_registrations_are_400(serve: Serve) -> None:
             for body, message in cases:
                 r = await api.post("/api/1/registry/users", json=body)
                 assert r.status_code == 400, body
-                assert r.text.startswith(message), (body, r.text)
-            r = await api.post("/api/1/registry/users", content=b"{")
+                assert r.json()["error"].startswith(message), (body, r.text)
+            r = await api.post("/api/1/registry/users", content=b"{", headers=JSON)
             assert r.status_code == 400
-            assert r.text.startswith("The body is not valid JSON")
+            assert r.json()["error"].startswith("The body is not valid JSON")
             r = await api.delete("/api/1/registry/users/h/http")
             assert r.status_code == 400
-            assert r.text == "port must be an integer 1-65535, got 'http'.\n"
+            assert r.json() == {
+                "error": "port must be an integer 1-65535, got 'http'.",
+                "status": 400,
+            }
             r = await api.get("/api/1/registry")
             assert r.json() == []  # nothing was registered
 
@@ -86,6 +90,6 @@ def test_no_registry_namer_is_404(serve: Serve) -> None:
         async with serve("") as api:
             r = await api.get("/api/1/registry")
             assert r.status_code == 404
-            assert r.text == "No io.l5d.registry namer is configured in this namerd.\n"
+            assert r.json()["error"] == "No io.l5d.registry namer is configured in this namerd."
 
     asyncio.run(scenario())
