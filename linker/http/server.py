@@ -721,7 +721,9 @@ class _ServerConnection:
                         try:
                             self._chunk_guard.feed(data)
                         except BadChunkLine as exc:
-                            self._body_error = FramingError(f"Malformed chunked request body: {exc}.")
+                            self._body_error = FramingError(
+                                f"Malformed chunked request body: {exc}."
+                            )
                             raise self._body_error from None
                     h.receive_data(data)
                     continue

@@ -574,7 +574,6 @@ class Exchange:
             await self.abort()
             raise
 
-
     def _body_idle_timeout(self, timeout_s: float) -> UpstreamTimeout:
         """Count and log a response body that stalled; the error its reader gets."""
         timeout_ms = round(timeout_s * 1000)
