@@ -18,7 +18,11 @@ LOCAL = "127.0.0.1"
 
 
 @asynccontextmanager
-async def endpoint(handler: Handler, limits: ServerLimits | None = None) -> AsyncIterator[int]:
+async def endpoint(
+    handler: Handler,
+    limits: ServerLimits | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> AsyncIterator[int]:
     """Serve ``handler`` on an ephemeral port of 127.0.0.1; yields the port."""
     listeners = await trio.open_tcp_listeners(0, host=LOCAL)
     port = int(listeners[0].socket.getsockname()[1])
@@ -26,7 +30,11 @@ async def endpoint(handler: Handler, limits: ServerLimits | None = None) -> Asyn
     if limits is None:
         limits = ServerLimits(drain_timeout_s=0.5)
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve_listeners, listeners, handler, limits, shutdown=shutdown))
+        await nursery.start(
+            partial(
+                serve_listeners, listeners, handler, limits, shutdown=shutdown, on_event=on_event
+            )
+        )
         try:
             yield port
         finally:
@@ -67,7 +75,10 @@ async def read_head(stream: trio.SocketStream) -> bytes:
 
 @asynccontextmanager
 async def linker_in_front_of(
-    up_port: int, pool: UpstreamPool, limits: ServerLimits | None = None
+    up_port: int,
+    pool: UpstreamPool,
+    limits: ServerLimits | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> AsyncIterator[int]:
     """A linker server whose handler proxies everything to ``up_port`` through ``pool``."""
 
@@ -85,5 +96,5 @@ async def linker_in_front_of(
         resp = await pool.request((LOCAL, up_port), upstream_req)
         return Response(resp.status, hop.strip_hop_by_hop(resp.headers), resp.body)
 
-    async with endpoint(proxy, limits) as port:
+    async with endpoint(proxy, limits, on_event) as port:
         yield port
