@@ -146,7 +146,9 @@ class ServerLimits:
             a client that was sending at that very moment is not reset (SIGHUP/SIGTERM with
             zero failed requests).  Default 1 s.
         body_read_timeout_s: the request body may stall this long between two reads before
-            the reader gets :class:`~linker.errors.RequestTimeout` (408).  Default 30 s.
+            the reader gets :class:`~linker.errors.RequestTimeout` (408, or the connection is
+            cut if the response has started), also while the body is streamed upstream.
+            Default 30 s (``servers[].requestBodyIdleTimeoutMs``; ``math.inf``: no limit).
         write_timeout_s: one write to the client may block this long; then the client is
             considered gone and the connection is aborted.  Default 60 s.
         drain_timeout_s: after shutdown, in-flight connections get this long to finish before
@@ -591,6 +593,19 @@ class _ServerConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return b""  # a reset is an end of input like any other
 
+    def _skip_empty_lines(self) -> bytes:
+        """Drop CR/LF bytes buffered before a request line; what stays buffered.
+
+        RFC 9112 §2.2: a server SHOULD ignore empty lines received before a request line
+        (nginx skips any CR and LF there).  h11 refuses them, so it gets a fresh start
+        without them.  Only called between requests (their state IDLE).
+        """
+        buffered, closed = self._h11.trailing_data
+        if buffered[:1] in (b"\r", b"\n"):
+            buffered = buffered.lstrip(b"\r\n")
+            self._renew_h11(buffered, closed)
+        return buffered
+
     async def _read_head(self, first: bool) -> h11.Request | None:
         """The next request head, or None when the connection should just be closed.
 
@@ -598,19 +613,16 @@ class _ServerConnection:
             h11.RemoteProtocolError: the bytes are not an HTTP/1.1 request.
             LinkerError: the head is over our limits (414/431).
         """
-        h = self._h11
         limits = self._limits
-        started = bool(h.trailing_data[0])  # pipelined bytes of this head already arrived
+        # Pipelined bytes of this head already arrived (empty lines left by the last request
+        # do not count: the connection is as idle as without them).
+        started = bool(self._skip_empty_lines())
+        h = self._h11
         deadline = trio.current_time() + limits.header_read_timeout_s if first or started else None
         while True:
             if h.their_state is h11.IDLE:
-                buffered, closed = h.trailing_data
-                if buffered[:1] in (b"\r", b"\n"):
-                    # RFC 9112 §2.2: ignore empty lines before a request line (as nginx).
-                    # h11 refuses them, so it gets a fresh start without them.
-                    buffered = buffered.lstrip(b"\r\n")
-                    self._renew_h11(buffered, closed)
-                    h = self._h11
+                buffered = self._skip_empty_lines()
+                h = self._h11
                 err = _head_limit_error(
                     buffered, limits.max_initial_line_bytes, limits.max_headers_bytes
                 )
