@@ -79,6 +79,7 @@ from linker.errors import (
     VersionNotSupported,
     error_response,
 )
+from linker.http.events import emit
 from linker.http.fastsocket import fast_stream
 from linker.http.framing import BadChunkLine, ChunkLineGuard
 from linker.http.messages import EMPTY_BODY, Body, Handler, Headers, Request, Response, bytes_body
@@ -525,12 +526,7 @@ class _ServerConnection:
         )
 
     def _emit(self, name: str) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(name)
-        except Exception:
-            log.exception("on_event(%r) failed", name)
+        emit(self._on_event, name, log)
 
     async def run(self) -> None:
         self._emit("connection_open")

@@ -41,12 +41,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from linker.errors import ConnectFailed, PoolExhausted
+from linker.http.events import EventHook, emit
 from linker.http.messages import Request, Response
 from linker.http.upstream.connection import ConnState, UpstreamConnection, connect
 from linker.http.upstream.exchange import Exchange, StaleConnection, Upload
@@ -163,7 +163,7 @@ class UpstreamPool:
         self,
         limits: PoolLimits = PoolLimits(),
         *,
-        on_event: Callable[[str], None] | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
         self._limits = limits
         self._on_event = on_event
@@ -263,12 +263,7 @@ class UpstreamPool:
 
     def _event(self, name: str) -> None:
         self._counts[name] += 1
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(name)
-        except Exception:
-            log.exception("on_event(%r) failed", name)
+        emit(self._on_event, name, log)
 
     async def aclose(self) -> None:
         """Close every connection, idle or active; later requests raise ClosedResourceError.

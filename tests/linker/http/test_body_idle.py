@@ -10,6 +10,9 @@ trickles (or an upload that keeps moving) is never cut.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,10 +36,31 @@ def router_config(**keys: Any) -> RouterConfig:
     return parse_config(raw, "test.yaml", workers=1).routers[0]
 
 
-def worker_hooks(metrics: Metrics) -> tuple[Any, Any]:
-    """The server's and the pool's event hooks as a worker wires them."""
+@dataclass
+class Linked:
+    """A linker server and its pool, built from a router config as a worker builds them, in
+    front of a raw origin; ``metrics`` gets the names a worker records."""
+
+    port: int
+    up_port: int
+    pool: UpstreamPool
+    metrics: Metrics
+
+
+@asynccontextmanager
+async def worker_linker(
+    router: RouterConfig, origin: Callable[[trio.SocketStream], Awaitable[None]]
+) -> AsyncIterator[Linked]:
+    metrics = Metrics()
     ctx: Any = SimpleNamespace(metrics=metrics)
-    return _events(ctx, "out"), _events(ctx, "out", "client")
+    pool = UpstreamPool(pool_limits(router), on_event=_events(ctx, "out", "client"))
+    limits = server_limits(router, router.servers[0])
+    async with (
+        raw_endpoint(origin) as up_port,
+        linker_in_front_of(up_port, pool, limits, _events(ctx, "out")) as port,
+    ):
+        yield Linked(port, up_port, pool, metrics)
+    await pool.aclose()
 
 
 async def read_until_closed(stream: trio.SocketStream) -> bytes:
@@ -55,9 +79,6 @@ async def test_a_response_body_that_stalls_closes_the_client_connection(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     router = router_config(client={"responseBodyIdleTimeoutMs": IDLE_MS})
-    metrics = Metrics()
-    server_events, pool_events = worker_hooks(metrics)
-    pool = UpstreamPool(pool_limits(router), on_event=pool_events)
     origin_closed = trio.Event()
     connections = 0
 
@@ -70,34 +91,30 @@ async def test_a_response_body_that_stalls_closes_the_client_connection(
             pass
         origin_closed.set()
 
-    limits = server_limits(router, router.servers[0])
-    async with (
-        raw_endpoint(origin) as up_port,
-        linker_in_front_of(up_port, pool, limits, server_events) as port,
-    ):
-        client = await trio.open_tcp_stream(LOCAL, port)
+    async with worker_linker(router, origin) as linked:
+        client = await trio.open_tcp_stream(LOCAL, linked.port)
         await client.send_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
         asked_at = trio.current_time()
         got = await read_until_closed(client)
         closed_after_s = trio.current_time() - asked_at
         with trio.fail_after(1):
             await origin_closed.wait()  # the upstream connection was closed, not pooled
+        stats = linked.pool.stats()
     assert got.startswith(b"HTTP/1.1 200 ")
     assert got.endswith(b"\r\n\r\nhalf!")  # the status was sent: the only signal is the close
     assert closed_after_s == pytest.approx(IDLE_MS / 1000, abs=0.1)
-    assert metrics.counters["rt/out/client/response_body_idle_timeout"].value == 1
-    assert metrics.counters["rt/out/server/response_aborted"].value == 1
-    stats = pool.stats()
+    counters = linked.metrics.counters
+    assert counters["rt/out/client/response_body_idle_timeout"].value == 1
+    assert counters["rt/out/server/response_aborted"].value == 1
     assert (stats["response_body_idle_timeout"], stats["open"], stats["idle"]) == (1, 0, 0)
     assert connections == 1
-    assert f"upstream {LOCAL}:{up_port} sent no body bytes for 2000 ms; closed" in caplog.text
-    await pool.aclose()
+    line = f"upstream {LOCAL}:{linked.up_port} sent no body bytes for 2000 ms; closed"
+    assert line in caplog.text
 
 
 async def test_a_response_body_that_trickles_is_not_cut(autojump_clock: trio.abc.Clock) -> None:
     """Each gap is under the idle timeout; the whole body takes far longer than it."""
     router = router_config(client={"responseBodyIdleTimeoutMs": IDLE_MS})
-    pool = UpstreamPool(pool_limits(router))
     pieces = [b"chunk%d;" % i for i in range(8)]
 
     async def origin(stream: trio.SocketStream) -> None:
@@ -109,16 +126,16 @@ async def test_a_response_body_that_trickles_is_not_cut(autojump_clock: trio.abc
         await stream.send_all(b"0\r\n\r\n")
         await trio.sleep_forever()
 
-    async with raw_endpoint(origin) as up_port, linker_in_front_of(up_port, pool) as port:
-        client = await trio.open_tcp_stream(LOCAL, port)
+    async with worker_linker(router, origin) as linked:
+        client = await trio.open_tcp_stream(LOCAL, linked.port)
         await client.send_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         got = await read_until_closed(client)
+        timeouts = linked.pool.stats()["response_body_idle_timeout"]
     assert trio.current_time() > 4 * IDLE_MS / 1000
     for piece in pieces:
         assert piece in got
     assert got.endswith(b"0\r\n\r\n")
-    assert pool.stats()["response_body_idle_timeout"] == 0
-    await pool.aclose()
+    assert timeouts == 0
 
 
 async def test_an_upload_that_keeps_moving_keeps_a_silent_response_alive(
@@ -127,7 +144,6 @@ async def test_an_upload_that_keeps_moving_keeps_a_silent_response_alive(
     """Full duplex: the origin answers its head at once, then reads the whole upload (longer
     than the idle timeout) before sending its body.  Bytes moving up count as activity."""
     router = router_config(client={"responseBodyIdleTimeoutMs": IDLE_MS})
-    pool = UpstreamPool(pool_limits(router))
     parts = [b"p%d" % i for i in range(6)]
 
     async def origin(stream: trio.SocketStream) -> None:
@@ -142,8 +158,8 @@ async def test_an_upload_that_keeps_moving_keeps_a_silent_response_alive(
         await stream.send_all(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         await trio.sleep_forever()
 
-    async with raw_endpoint(origin) as up_port, linker_in_front_of(up_port, pool) as port:
-        client = await trio.open_tcp_stream(LOCAL, port)
+    async with worker_linker(router, origin) as linked:
+        client = await trio.open_tcp_stream(LOCAL, linked.port)
         await client.send_all(
             b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
@@ -152,11 +168,11 @@ async def test_an_upload_that_keeps_moving_keeps_a_silent_response_alive(
             await client.send_all(b"%x\r\n%s\r\n" % (len(part), part))
         await client.send_all(b"0\r\n\r\n")
         got = await read_until_closed(client)
+        timeouts = linked.pool.stats()["response_body_idle_timeout"]
     assert got.startswith(b"HTTP/1.1 200 ")
     # The origin echoes the upload as it read it (chunk framing included) after the last part.
     assert b"".join(b"2\r\n%s\r\n" % p for p in parts) + b"0\r\n\r\n" in got
-    assert pool.stats()["response_body_idle_timeout"] == 0
-    await pool.aclose()
+    assert timeouts == 0
 
 
 async def test_a_request_body_that_stalls_while_streamed_upstream_closes_both(
@@ -166,9 +182,6 @@ async def test_a_request_body_that_stalls_while_streamed_upstream_closes_both(
     stalls: after ``requestBodyIdleTimeoutMs`` the client's connection is cut (its status is
     out) and the origin's is closed, not pooled."""
     router = router_config(servers=[{"port": 4140, "requestBodyIdleTimeoutMs": IDLE_MS}])
-    metrics = Metrics()
-    server_events, pool_events = worker_hooks(metrics)
-    pool = UpstreamPool(pool_limits(router), on_event=pool_events)
     origin_got = bytearray()
     origin_closed = trio.Event()
 
@@ -180,12 +193,8 @@ async def test_a_request_body_that_stalls_while_streamed_upstream_closes_both(
             origin_got.extend(data)
         origin_closed.set()
 
-    limits = server_limits(router, router.servers[0])
-    async with (
-        raw_endpoint(origin) as up_port,
-        linker_in_front_of(up_port, pool, limits, server_events) as port,
-    ):
-        client = await trio.open_tcp_stream(LOCAL, port)
+    async with worker_linker(router, origin) as linked:
+        client = await trio.open_tcp_stream(LOCAL, linked.port)
         await client.send_all(b"PUT /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
         await client.send_all(b"first-part")
         sent_at = trio.current_time()
@@ -193,13 +202,13 @@ async def test_a_request_body_that_stalls_while_streamed_upstream_closes_both(
         closed_after_s = trio.current_time() - sent_at
         with trio.fail_after(1):
             await origin_closed.wait()
+        stats = linked.pool.stats()
     assert got.startswith(b"HTTP/1.1 200 ")
     assert bytes(origin_got) == b"first-part"
     assert closed_after_s == pytest.approx(IDLE_MS / 1000, abs=0.1)
-    assert metrics.counters["rt/out/server/body_timeout"].value == 1
-    assert (pool.stats()["open"], pool.stats()["idle"]) == (0, 0)
+    assert linked.metrics.counters["rt/out/server/body_timeout"].value == 1
+    assert (stats["open"], stats["idle"]) == (0, 0)
     assert "sent no request body bytes for 2000 ms" in caplog.text
-    await pool.aclose()
 
 
 async def test_a_request_body_that_stalls_before_the_response_gets_408(
@@ -209,7 +218,6 @@ async def test_a_request_body_that_stalls_before_the_response_gets_408(
     request body idle timeout (well before requestAttemptTimeoutMs, 10 s), and the origin's
     connection is closed."""
     router = router_config(servers=[{"port": 4140, "requestBodyIdleTimeoutMs": IDLE_MS}])
-    pool = UpstreamPool(pool_limits(router))
     origin_closed = trio.Event()
 
     async def origin(stream: trio.SocketStream) -> None:
@@ -218,21 +226,20 @@ async def test_a_request_body_that_stalls_before_the_response_gets_408(
             pass
         origin_closed.set()
 
-    limits = server_limits(router, router.servers[0])
-    async with raw_endpoint(origin) as up_port, linker_in_front_of(up_port, pool, limits) as port:
-        client = await trio.open_tcp_stream(LOCAL, port)
+    async with worker_linker(router, origin) as linked:
+        client = await trio.open_tcp_stream(LOCAL, linked.port)
         await client.send_all(b"PUT /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\npart")
         head = await read_head(client)
         answered_at = trio.current_time()
         await read_until_closed(client)  # after the server's linger (close_linger_s)
         with trio.fail_after(1):
             await origin_closed.wait()
+        stats = linked.pool.stats()
     assert head.startswith(b"HTTP/1.1 408 ")
     assert b"requestBodyIdleTimeoutMs" in head
     assert b"connection: close" in head.lower()
     assert answered_at == pytest.approx(IDLE_MS / 1000, abs=0.1)
-    assert pool.stats()["open"] == 0
-    await pool.aclose()
+    assert stats["open"] == 0
 
 
 def test_the_keys_and_their_defaults() -> None:
