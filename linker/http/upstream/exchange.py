@@ -164,6 +164,7 @@ class Exchange:
 
     __slots__ = (
         "_body_idle_timeout_s",
+        "_buffered_at_start",
         "_chunk_guard",
         "_conn",
         "_eof",
@@ -209,6 +210,9 @@ class Exchange:
         self._upload = upload
         self._reused = conn.requests > 0
         self._response_bytes = 0  # received from the endpoint during this exchange
+        # Left by the last exchange (a connection handed straight to a waiter is not checked
+        # for leftovers as a pooled one is); usually nothing.
+        self._buffered_at_start = len(conn.h11.trailing_data[0])
         self._eof = False  # the endpoint closed (or reset) its side
         self._upload_sent = False  # EndOfMessage of the request went out
         self._upload_broken = False  # the endpoint stopped taking the body (it may answer anyway)
@@ -361,7 +365,13 @@ class Exchange:
         """
         h = self._conn.h11
         while True:
-            if h.their_state is h11.SEND_RESPONSE and self._peeked is None:
+            if (
+                h.their_state is h11.SEND_RESPONSE
+                and self._response_bytes + self._buffered_at_start
+                > self._conn.max_response_head_bytes
+            ):
+                # Only then can a head be over the limit, so the common case costs no copy of
+                # the buffer.
                 self._check_head_size()
             try:
                 event = self._take_event()
