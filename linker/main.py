@@ -67,7 +67,9 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                 # One of each per router, shared by all of its servers: what a failure, a
                 # retry or a connection teaches through one server holds for the others.
                 identifier = router_identifier(router_cfg)
-                pool = UpstreamPool(pool_limits(router_cfg))
+                pool = UpstreamPool(
+                    pool_limits(router_cfg), on_event=_events(ctx, router_cfg.label, "client")
+                )
                 pools.append(pool)
                 policies = RouterPolicies(router_cfg, ctx.metrics.router(router_cfg.label))
                 socks = listeners.get(router_cfg.label, [])
@@ -78,7 +80,7 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                             serve_listeners,
                             [listener],
                             router.handle,
-                            server_limits(router_cfg),
+                            server_limits(router_cfg, server_cfg),
                             shutdown=shutdown,
                             on_event=_events(ctx, router_cfg.label),
                         )
@@ -105,8 +107,10 @@ def _interpreter_gauges(ctx: WorkerContext, label: str, interpreter: Any) -> Non
     )
 
 
-def _events(ctx: WorkerContext, label: str) -> Any:
-    prefix = f"rt/{label}/server"
+def _events(ctx: WorkerContext, label: str, side: str = "server") -> Any:
+    """Count the server's (or the upstream pool's, side ``client``) events as
+    ``rt/<label>/<side>/<event>``."""
+    prefix = f"rt/{label}/{side}"
 
     def on_event(name: str) -> None:
         ctx.metrics.incr(f"{prefix}/{name}")

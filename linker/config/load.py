@@ -6,7 +6,8 @@
     routers:
     - protocol: http
       label: outgoing
-      servers: [{ip: 127.0.0.1, port: 4140, clearContext: false, maxCallDepth: 1000}]
+      servers: [{ip: 127.0.0.1, port: 4140, clearContext: false, maxCallDepth: 1000,
+                 requestBodyIdleTimeoutMs: 30000}]
       identifier: {kind: io.l5d.header.token, header: Host}   # or a list of identifiers
       dstPrefix: /svc
       dtab: /svc => /#/io.l5d.fs;
@@ -16,6 +17,7 @@
       maxHeadersKB: 8
       maxErrResponseKB: 5120
       client:  {connectTimeoutMs: 3000, requestAttemptTimeoutMs: 10000,
+                responseBodyIdleTimeoutMs: 30000,
                 hostConnectionPool: {maxIdle: 100, idleTimeMs: 60000}}
       service: {totalTimeoutMs: 30000}
 
@@ -34,6 +36,10 @@ namers[].pollIntervalSecs      1            how often that directory is checked
 routers[].servers[]            127.0.0.1:4140  where the router listens
 servers[].clearContext         false        strip every inbound l5d-* header (untrusted edges)
 servers[].maxCallDepth         1000         Via entries allowed before a loop is declared (400)
+servers[].requestBodyIdleTimeoutMs  30000   a client's request body may stall this long
+                                            between two reads (also while it is streamed
+                                            to a service) -> 408, or the connection is
+                                            cut if the response has started
 dstPrefix                      /svc         prefix of every identified name
 identifier                     header.token on Host
 interpreter                    default      local dtab + local namers; or io.l5d.namerd.http
@@ -48,6 +54,11 @@ maxErrResponseKB               5120         cap on error response bodies (``l5d-
                                             in ``linker.errors``)
 client.connectTimeoutMs        3000         connecting to a service -> 502
 client.requestAttemptTimeoutMs 10000        response headers from a service -> 503
+client.responseBodyIdleTimeoutMs  30000     once a service's response headers are here, its
+                                            body may go this long with no byte moving either
+                                            way; then the client's connection is closed (its
+                                            status is already sent) and the service's is
+                                            discarded
 client.hostConnectionPool      maxIdle 100, idleTimeMs 60000, minSize 0, maxSize and
                                             maxWaiters unbounded (minSize <= maxSize)
 service.totalTimeoutMs         30000        whole request, until response headers -> 503
@@ -55,8 +66,15 @@ service.totalTimeoutMs         30000        whole request, until response header
 
 Linkerd has no request timeout by default; we do (Linkerd users' most common surprise was a
 hung request holding a connection forever). ``requestAttemptTimeoutMs: 0`` and
-``totalTimeoutMs: 0`` turn those timeouts off; ``connectTimeoutMs`` must be > 0 (a connect
+``totalTimeoutMs: 0`` turn those timeouts off, as ``0`` does for the two body idle timeouts
+(for event streams that may stay silent longer); ``connectTimeoutMs`` must be > 0 (a connect
 that waits forever is never what an operator wants, so 0 is refused rather than reinterpreted).
+
+The two body idle timeouts are ours: Linkerd 1.x had none (a Finagle stream that stalled
+after its headers held both connections forever), so they are named in its style, next to
+the keys they extend: ``client.responseBodyIdleTimeoutMs`` follows
+``client.requestAttemptTimeoutMs`` past the response headers, and
+``servers[].requestBodyIdleTimeoutMs`` is the server's, since it bounds the client.
 
 Values may use ``${VAR}`` and ``${VAR:-default}`` from the environment (``$$`` is a literal
 ``$``), so one file serves every host: ``port: ${LINKER_PORT:-4140}`` (``shared.configtree``).
@@ -83,6 +101,7 @@ experimental Linkerd feature, and nothing here needs acknowledging.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -164,6 +183,7 @@ def pool_limits(router: RouterConfig) -> PoolLimits:
     """The limits of a worker's upstream connection pool for this router."""
     attempt_s = router.request_attempt_timeout_ms / 1000 or None
     return PoolLimits(
+        response_body_idle_timeout_s=router.response_body_idle_timeout_ms / 1000 or None,
         max_idle_per_host=router.pool_max_idle,
         idle_timeout_s=router.pool_idle_time_ms / 1000,
         connect_timeout_s=router.connect_timeout_ms / 1000,
@@ -174,11 +194,12 @@ def pool_limits(router: RouterConfig) -> PoolLimits:
     )
 
 
-def server_limits(router: RouterConfig) -> ServerLimits:
-    """The limits of the router's servers (request line and header sizes)."""
+def server_limits(router: RouterConfig, server: ServerConfig) -> ServerLimits:
+    """The limits of one of the router's servers (request head sizes, request body timeout)."""
     return ServerLimits(
         max_initial_line_bytes=router.max_initial_line_kb * 1024,
         max_headers_bytes=router.max_headers_kb * 1024,
+        body_read_timeout_s=server.request_body_idle_timeout_ms / 1000 or math.inf,
     )
 
 
@@ -233,6 +254,7 @@ def _server(raw: Any, where: str, router_pos: Any) -> ServerConfig:
         port=sec.port("port", DEFAULT_ROUTER_PORT),
         clear_context=sec.get("clearContext", False, bool),
         max_call_depth=sec.positive_int("maxCallDepth", 1000),
+        request_body_idle_timeout_ms=sec.millis("requestBodyIdleTimeoutMs", 30_000),
         listen_pos=str(sec.key_pos("port")) if sec.has("port") else "",
     )
     sec.done()
@@ -304,6 +326,7 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
         max_err_response_kb=sec.positive_int("maxErrResponseKB", 5120),
         connect_timeout_ms=client.millis("connectTimeoutMs", 3_000, zero_turns_off=False),
         request_attempt_timeout_ms=client.millis("requestAttemptTimeoutMs", 10_000),
+        response_body_idle_timeout_ms=client.millis("responseBodyIdleTimeoutMs", 30_000),
         total_timeout_ms=service.millis("totalTimeoutMs", 30_000),
         pool_max_idle=pool.positive_int("maxIdle", 100),
         pool_max_size=pool.get("maxSize", None, int),
@@ -355,7 +378,8 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
     _build_identifier(cfg, sec, identifier)
     _build_interpreter(cfg, sec, interpreter, namers)
     pool_limits(cfg)
-    server_limits(cfg)
+    for server in cfg.servers:
+        server_limits(cfg, server)
     return cfg
 
 

@@ -41,6 +41,7 @@ class ServerConfig:
     port: int = DEFAULT_ROUTER_PORT
     clear_context: bool = False
     max_call_depth: int = 1000
+    request_body_idle_timeout_ms: int = 30_000  # 0: off
     #: Where the port was configured (``file:line:col``; "" for the default), for errors.
     listen_pos: str = field(default="", compare=False)
 
@@ -67,6 +68,7 @@ class RouterConfig:
     pool_max_waiters: int | None = None
     pool_min_size: int = 0
     pool_idle_time_ms: int = 60_000
+    response_body_idle_timeout_ms: int = 30_000  # 0: off
     client: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
     client_static: tuple[StaticConfig, ...] = ()

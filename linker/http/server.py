@@ -23,8 +23,26 @@ loops leaves in-flight connections alone.  Each connection task runs :func:`serv
     ``unread_body_max_bytes`` of it is read and discarded after the response so the
     connection can be reused; beyond that it is closed.  A client still waiting for a
     ``100 Continue`` has sent no body at all: its response says ``connection: close``.
-    h11 does not keep HTTP/1.0 connections alive, so neither do we (a 1.0 client asking for
-    keep-alive gets ``connection: close``, which RFC 9112 §9.3 allows).
+
+HTTP/1.0 keep-alive.  h11 does not do it: it ends every HTTP/1.0 exchange in ``MUST_CLOSE``
+and stamps ``Connection: close`` on the response head.  nginx and HAProxy keep such a client
+(``Connection: keep-alive`` in its request), so we do too when the response can be delimited
+without a close (a known length, or no body): the head h11 serialized gets its final
+``Connection: close`` field turned into ``Connection: keep-alive`` (:func:`_keep_alive_head`),
+and once both sides are in ``MUST_CLOSE`` the connection goes on with a *fresh* h11 state
+machine fed with what the old one had buffered past the request (``trailing_data``: a
+pipelined request, or nothing).  A response of unknown length is close-delimited for a 1.0
+client and the connection closes, as before.  The same fresh start drops empty lines before a
+request line, which RFC 9112 §2.2 asks a server to ignore (h11 refuses them): the connection
+goes on with the buffer minus its leading CR/LF bytes, as nginx's parser skips them.
+
+Leniencies and strictness beyond h11: a request line of ``HTTP/1.2`` ... ``HTTP/1.9`` is
+served as HTTP/1.1 (RFC 9112 §2.3: the highest minor version we support; ``HTTP/2.0`` and
+up get 505), and a chunked request body whose chunk-size line holds a bare CR (which h11's
+chunk-extension pattern lets through) is refused with 400, as nginx does
+(:class:`~linker.http.framing.ChunkLineGuard`).  The head limits (414/431) are measured on
+the buffer before h11 parses it, so they hold however the bytes arrive, all in one read
+included.
 
 Error policy: no input may crash a connection task or the worker.  Protocol errors (h11's
 ``RemoteProtocolError``, our own limits, ambiguous framing) are answered with their status,
@@ -61,7 +79,9 @@ from linker.errors import (
     VersionNotSupported,
     error_response,
 )
+from linker.http.events import emit
 from linker.http.fastsocket import fast_stream
+from linker.http.framing import BadChunkLine, ChunkLineGuard
 from linker.http.messages import EMPTY_BODY, Body, Handler, Headers, Request, Response, bytes_body
 
 __all__ = [
@@ -127,7 +147,9 @@ class ServerLimits:
             a client that was sending at that very moment is not reset (SIGHUP/SIGTERM with
             zero failed requests).  Default 1 s.
         body_read_timeout_s: the request body may stall this long between two reads before
-            the reader gets :class:`~linker.errors.RequestTimeout` (408).  Default 30 s.
+            the reader gets :class:`~linker.errors.RequestTimeout` (408, or the connection is
+            cut if the response has started), also while the body is streamed upstream.
+            Default 30 s (``servers[].requestBodyIdleTimeoutMs``; ``math.inf``: no limit).
         write_timeout_s: one write to the client may block this long; then the client is
             considered gone and the connection is aborted.  Default 60 s.
         drain_timeout_s: after shutdown, in-flight connections get this long to finish before
@@ -350,6 +372,29 @@ def _response_headers(
     return out
 
 
+def _tokens(value: bytes) -> list[bytes]:
+    """The comma-separated tokens of a header value, lower-cased (``Connection``)."""
+    return [t.strip().lower() for t in value.split(b",")]
+
+
+_H11_CLOSE_END = b"\r\nConnection: close\r\n\r\n"
+_KEEP_ALIVE_END = b"\r\nConnection: keep-alive\r\n\r\n"
+
+
+def _keep_alive_head(head: bytes) -> tuple[bytes, bool]:
+    """An HTTP/1.0 response head h11 serialized, saying keep-alive instead of close.
+
+    h11 has no HTTP/1.0 keep-alive: it ends such a head with ``Connection: close`` (the last
+    field, which it appends itself).  For a response we keep alive, that field becomes
+    ``Connection: keep-alive``; if h11 ever serializes differently, the head is left as it is
+    and the connection simply closes, which is what the head says.  Returns the head and
+    whether it now says keep-alive.
+    """
+    if head.endswith(_H11_CLOSE_END):
+        return head[: -len(_H11_CLOSE_END)] + _KEEP_ALIVE_END, True
+    return head, False
+
+
 def _protocol_error(exc: h11.RemoteProtocolError) -> LinkerError:
     """Our error for what h11 refused, keeping h11's status hint (400, 431, 501)."""
     hint = exc.error_status_hint
@@ -437,12 +482,7 @@ class _ServerConnection:
         self._client = client
         self._on_event = on_event
         self._shutdown = shutdown
-        self._h11 = h11.Connection(
-            h11.SERVER,
-            max_incomplete_event_size=(
-                limits.max_initial_line_bytes + limits.max_headers_bytes + _HEAD_SLACK_BYTES
-            ),
-        )
+        self._h11 = self._new_h11()
         # A 100 Continue (from whoever reads the body) and the response may be written from
         # different tasks; trio allows only one send_all at a time.
         self._send_lock = trio.Lock()
@@ -455,6 +495,28 @@ class _ServerConnection:
         self._body_error: LinkerError | None = None  # sticky: the body's receive side broke
         self._client_gone = False
         self._method = ""  # the current request's method, "" between requests
+        # The request is HTTP/1.0 asking for keep-alive; once the response head is out, whether
+        # that head said keep-alive (see _next_cycle).
+        self._keep_alive_10 = False
+        self._chunk_guard: ChunkLineGuard | None = None  # the chunked request body's guard
+
+    def _new_h11(self) -> h11.Connection:
+        limits = self._limits
+        return h11.Connection(
+            h11.SERVER,
+            max_incomplete_event_size=(
+                limits.max_initial_line_bytes + limits.max_headers_bytes + _HEAD_SLACK_BYTES
+            ),
+        )
+
+    def _renew_h11(self, leftover: bytes, closed: bool) -> None:
+        """Go on with a fresh h11 state machine that has received ``leftover`` (and the EOF,
+        if ``closed``): what the old one had buffered, minus what we took from it."""
+        self._h11 = h = self._new_h11()
+        if leftover:
+            h.receive_data(leftover)
+        if closed:
+            h.receive_data(b"")
 
     def __repr__(self) -> str:
         h = self._h11
@@ -464,12 +526,7 @@ class _ServerConnection:
         )
 
     def _emit(self, name: str) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(name)
-        except Exception:
-            log.exception("on_event(%r) failed", name)
+        emit(self._on_event, name, log)
 
     async def run(self) -> None:
         self._emit("connection_open")
@@ -523,7 +580,6 @@ class _ServerConnection:
             first = False
             if not await self._exchange(event):
                 return
-            self._h11.start_next_cycle()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -533,6 +589,19 @@ class _ServerConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return b""  # a reset is an end of input like any other
 
+    def _skip_empty_lines(self) -> bytes:
+        """Drop CR/LF bytes buffered before a request line; what stays buffered.
+
+        RFC 9112 §2.2: a server SHOULD ignore empty lines received before a request line
+        (nginx skips any CR and LF there).  h11 refuses them, so it gets a fresh start
+        without them.  Only called between requests (their state IDLE).
+        """
+        buffered, closed = self._h11.trailing_data
+        if buffered[:1] in (b"\r", b"\n"):
+            buffered = buffered.lstrip(b"\r\n")
+            self._renew_h11(buffered, closed)
+        return buffered
+
     async def _read_head(self, first: bool) -> h11.Request | None:
         """The next request head, or None when the connection should just be closed.
 
@@ -540,14 +609,18 @@ class _ServerConnection:
             h11.RemoteProtocolError: the bytes are not an HTTP/1.1 request.
             LinkerError: the head is over our limits (414/431).
         """
-        h = self._h11
         limits = self._limits
-        started = bool(h.trailing_data[0])  # pipelined bytes of this head already arrived
+        # Pipelined bytes of this head already arrived (empty lines left by the last request
+        # do not count: the connection is as idle as without them).
+        started = bool(self._skip_empty_lines())
+        h = self._h11
         deadline = trio.current_time() + limits.header_read_timeout_s if first or started else None
         while True:
             if h.their_state is h11.IDLE:
+                buffered = self._skip_empty_lines()
+                h = self._h11
                 err = _head_limit_error(
-                    h.trailing_data[0], limits.max_initial_line_bytes, limits.max_headers_bytes
+                    buffered, limits.max_initial_line_bytes, limits.max_headers_bytes
                 )
                 if err is not None:
                     raise err
@@ -590,8 +663,9 @@ class _ServerConnection:
                 h.receive_data(data)
                 continue
             if type(event) is h11.Request:
-                if event.http_version not in (b"1.0", b"1.1"):
-                    # h11 parses any HTTP/x.y; forwarding HTTP/9.9 as 1.1 would misframe it.
+                if not event.http_version.startswith(b"1."):
+                    # h11 parses any HTTP/x.y; forwarding HTTP/2.0 as 1.1 would misframe it.
+                    # A higher 1.x minor is served as 1.1 (RFC 9112 §2.3), as h11 frames it.
                     raise VersionNotSupported(
                         f"HTTP/{event.http_version.decode('ascii', 'replace')} is not supported; "
                         "use HTTP/1.1 or HTTP/1.0."
@@ -638,11 +712,27 @@ class _ServerConnection:
                         data = await self._receive()
                     if scope.cancelled_caught:
                         self._emit("body_timeout")
+                        timeout_ms = round(self._limits.body_read_timeout_s * 1000)
+                        log.warning(
+                            "client %s:%s sent no request body bytes for %d ms after %d bytes; "
+                            "closed (requestBodyIdleTimeoutMs)",
+                            *self._client,
+                            timeout_ms,
+                            body.received,
+                        )
                         self._body_error = RequestTimeout(
-                            f"The request body stalled for {self._limits.body_read_timeout_s:g} s "
-                            f"after {body.received} bytes."
+                            f"The request body stalled for {timeout_ms} ms after "
+                            f"{body.received} bytes (requestBodyIdleTimeoutMs)."
                         )
                         raise self._body_error
+                    if self._chunk_guard is not None:
+                        try:
+                            self._chunk_guard.feed(data)
+                        except BadChunkLine as exc:
+                            self._body_error = FramingError(
+                                f"Malformed chunked request body: {exc}."
+                            )
+                            raise self._body_error from None
                     h.receive_data(data)
                     continue
                 if type(event) is h11.Data:
@@ -673,6 +763,7 @@ class _ServerConnection:
         content_length: bytes | None = None
         chunked = False
         host: bytes | None = None
+        keep_alive = False
         for name, value in headers:
             if name == b"content-length":
                 content_length = value
@@ -680,6 +771,9 @@ class _ServerConnection:
                 chunked = True
             elif name == b"host" and host is None:
                 host = value
+            elif name == b"connection":
+                keep_alive = keep_alive or b"keep-alive" in _tokens(value)
+        self._keep_alive_10 = keep_alive and event.http_version == b"1.0"
         if chunked and content_length is not None:
             # RFC 9112 §6.3 allows refusing this; a proxy must, or it invites request
             # smuggling (the next hop may frame the message differently).
@@ -693,6 +787,15 @@ class _ServerConnection:
             encoded = authority.encode("latin-1")
             headers = [(n, v) for n, v in headers if n != b"host"] + [(b"host", encoded)]
         length = None if chunked else int(content_length) if content_length is not None else 0
+        self._chunk_guard = None
+        if chunked:
+            # h11 has the body's first bytes already; the guard sees them, then every receive.
+            guard = ChunkLineGuard()
+            try:
+                guard.feed(self._h11.trailing_data[0])
+            except BadChunkLine as exc:
+                raise FramingError(f"Malformed chunked request body: {exc}.") from None
+            self._chunk_guard = guard
         body: Body
         request_body: _RequestBody | None = None
         if length == 0:
@@ -707,7 +810,7 @@ class _ServerConnection:
             method=method,
             target=target,
             authority=authority,
-            http_version=event.http_version.decode("ascii"),
+            http_version="1.0" if event.http_version == b"1.0" else "1.1",
             headers=headers,
             body=body,
             client=self._client,
@@ -748,7 +851,11 @@ class _ServerConnection:
         # client was told to keep the connection, so it gets the idle grace and one more
         # request instead of a reset.
         announced_close = close_after or self._closing
-        if not await self._send_response(method, response, close_after):
+        # An HTTP/1.0 client asking for keep-alive keeps its connection if the response can be
+        # delimited without a close: a length, or no body at all.
+        bodyless = method == "HEAD" or response.status in (204, 304)
+        keep_10 = self._keep_alive_10 and (bodyless or response.body.length is not None)
+        if not await self._send_response(method, response, close_after, keep_10=keep_10):
             return False
         if announced_close:
             return False
@@ -756,7 +863,27 @@ class _ServerConnection:
         if h.their_state is h11.SEND_BODY and body is not None:
             if not await self._discard_unread_body(body):
                 return False
-        return h.our_state is h11.DONE and h.their_state is h11.DONE
+        return self._next_cycle()
+
+    def _next_cycle(self) -> bool:
+        """Make h11 ready for the next request; False if the connection must close instead.
+
+        h11 ends every HTTP/1.0 exchange in MUST_CLOSE (it does not do 1.0 keep-alive), so a
+        1.0 exchange we keep alive continues on a fresh h11 state machine holding the bytes
+        the old one had buffered past the request (a pipelined request, or nothing).
+        """
+        h = self._h11
+        if h.our_state is h11.DONE and h.their_state is h11.DONE:
+            h.start_next_cycle()
+            return True
+        if (
+            self._keep_alive_10
+            and h.our_state is h11.MUST_CLOSE
+            and h.their_state is h11.MUST_CLOSE
+        ):
+            self._renew_h11(*h.trailing_data)
+            return True
+        return False
 
     def _must_close_for_unread(self, body: _RequestBody) -> bool:
         """Whether the unread rest of the request body rules out keep-alive, decided before
@@ -785,8 +912,14 @@ class _ServerConnection:
             return False
         return False
 
-    async def _send_response(self, method: str, response: Response, close: bool) -> bool:
-        """Send ``response``, streaming its body; True if it was sent completely."""
+    async def _send_response(
+        self, method: str, response: Response, close: bool, *, keep_10: bool = False
+    ) -> bool:
+        """Send ``response``, streaming its body; True if it was sent completely.
+
+        ``keep_10``: the request is HTTP/1.0 with keep-alive and the response is delimited:
+        its head says ``Connection: keep-alive`` (unless it says close).
+        """
         h = self._h11
         body = response.body
         try:
@@ -814,7 +947,12 @@ class _ServerConnection:
             # chunk is already buffered (``ready()``, see linker.http) is gathered with what
             # precedes it, so a small response costs one send instead of three. Anything that
             # would wait is preceded by a flush, so a slow stream still gets its head at once.
-            out = [h.send(head)]
+            head_bytes = h.send(head)
+            # From here on: whether the head said keep-alive to an HTTP/1.0 client.
+            self._keep_alive_10 = False
+            if keep_10 and not (close or self._closing):
+                head_bytes, self._keep_alive_10 = _keep_alive_head(head_bytes)
+            out = [head_bytes]
             pending = len(out[0])
             bodyless = method == "HEAD" or response.status in (204, 304)
             if not bodyless:

@@ -6,10 +6,11 @@ drives one request/response over one connection and hands the connection back th
 release callback, and :mod:`.connection` is one TCP connection with its h11 state machine.
 Each layer imports only the ones below it.  Errors are mapped once, where they happen, into
 the linker's tree (:mod:`linker.errors`): connect errors → ``ConnectFailed`` (connection),
-garbage or an early close → ``UpstreamProtocolError`` and a late response head →
-``UpstreamTimeout`` (exchange), too many waiters → ``PoolExhausted`` (pool).
+garbage, an early close or a response head over the size limit → ``UpstreamProtocolError``,
+a late response head or a stalled response body → ``UpstreamTimeout`` (exchange), too many
+waiters → ``PoolExhausted`` (pool).
 """
 
-from linker.http.upstream.pool import PoolLimits, UpstreamPool
+from linker.http.upstream.pool import POOL_EVENTS, PoolLimits, UpstreamPool
 
-__all__ = ["PoolLimits", "UpstreamPool"]
+__all__ = ["POOL_EVENTS", "PoolLimits", "UpstreamPool"]

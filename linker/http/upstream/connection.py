@@ -36,9 +36,19 @@ class UpstreamConnection:
         state: see :class:`ConnState`; the pool sets it.
         idle_since: when it last became idle, on trio's clock (seconds).
         requests: exchanges started on it; more than 0 means a reused connection.
+        max_response_head_bytes: the largest response head accepted on it.
     """
 
-    __slots__ = ("_poller", "address", "h11", "idle_since", "requests", "state", "stream")
+    __slots__ = (
+        "_poller",
+        "address",
+        "h11",
+        "idle_since",
+        "max_response_head_bytes",
+        "requests",
+        "state",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -50,6 +60,7 @@ class UpstreamConnection:
     ) -> None:
         self.address = address
         self.stream = stream
+        self.max_response_head_bytes = max_response_head_bytes  # checked by the exchange too
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_response_head_bytes)
         self.state = ConnState.ACTIVE
         self.idle_since = now

@@ -22,6 +22,26 @@ allowed to finish while we keep reading, because an endpoint blocked writing to 
 exactly what stops it reading from us.  So bodies move in both directions only as fast as
 their consumers pull: backpressure end to end, one 64 KiB buffer per direction.
 
+Idle response bodies
+--------------------
+Before the response head, ``response_header_timeout_s`` (the router's
+``requestAttemptTimeoutMs``) and the router's ``totalTimeoutMs`` bound the exchange.  After it
+they no longer apply (a download may rightly take minutes), so the body has its own bound: each
+read of it may wait ``body_idle_timeout_s`` for a byte to move either way (response bytes
+received, or request body bytes sent while uploading alongside).  When that passes, the
+connection is discarded (its state is unknown), the pool's ``on_event`` hears
+``response_body_idle_timeout``, a warning names the endpoint, and the reader gets
+:class:`~linker.errors.UpstreamTimeout`: the server then cuts its client's connection, since
+the status is already sent and HTTP/1.1 has no way to signal an error mid-body.  The idle
+clock is a cancel scope around the read whose deadline every byte moves on, so a body that
+trickles is never cut while a stalled one always is.
+
+Heads and chunks are checked beyond h11: a response head over ``max_response_head_bytes`` is
+refused however it arrived (h11's limit only covers a head still incomplete after a read), and
+a chunked body's size lines are watched for bare CRs
+(:class:`~linker.http.framing.ChunkLineGuard`), both as
+:class:`~linker.errors.UpstreamProtocolError` (502 before the head is forwarded).
+
 ``Expect: 100-continue`` is honoured end to end: such a request's body is not pulled (so the
 linker's own client is not sent a 100 either) until the endpoint answers 100, or until
 ``expect_continue_timeout_s`` passes; an endpoint that refuses from the headers alone is
@@ -30,6 +50,7 @@ never sent, and the client never uploads, a byte of the body.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -38,10 +59,13 @@ import h11
 import trio
 
 from linker.errors import FramingError, LinkerError, UpstreamProtocolError, UpstreamTimeout
+from linker.http.framing import BadChunkLine, ChunkLineGuard, head_size
 from linker.http.messages import Body, Headers, Request, Response
 from linker.http.upstream.connection import UpstreamConnection
 
 __all__ = ["Exchange", "Release", "StaleConnection", "Upload"]
+
+log = logging.getLogger("linker.upstream")
 
 # One receive_some() asks for at most this much.
 RECEIVE_BYTES = 64 * 1024
@@ -131,14 +155,25 @@ class Exchange:
             head was sent, else :class:`~linker.errors.UpstreamTimeout`; None: no limit.
         expect_continue_timeout_s: how long an ``Expect: 100-continue`` request holds its body
             while waiting for the endpoint's 100.
+        body_idle_timeout_s: once the response head is here, the exchange may go this long
+            without a byte moving either way (response bytes in, request body bytes out);
+            then the response body fails with :class:`~linker.errors.UpstreamTimeout` and
+            the connection is discarded.  None: no limit.
+        on_event: called with ``"response_body_idle_timeout"`` when that happens.
     """
 
     __slots__ = (
+        "_body_idle_timeout_s",
+        "_buffered_at_start",
+        "_chunk_guard",
         "_conn",
         "_eof",
         "_expect_continue_timeout_s",
         "_finished",
+        "_framing_error",
         "_hold_upload",
+        "_idle_scope",
+        "_on_event",
         "_peeked",
         "_release",
         "_req",
@@ -159,15 +194,25 @@ class Exchange:
         *,
         response_header_timeout_s: float | None,
         expect_continue_timeout_s: float,
+        body_idle_timeout_s: float | None = None,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         self._release = release
         self._response_header_timeout_s = response_header_timeout_s
         self._expect_continue_timeout_s = expect_continue_timeout_s
+        self._body_idle_timeout_s = body_idle_timeout_s
+        self._on_event = on_event
+        self._idle_scope: trio.CancelScope | None = None  # set while a body read waits
+        self._chunk_guard: ChunkLineGuard | None = None  # for a chunked response body
+        self._framing_error: str | None = None  # what the chunk guard refused
         self._conn = conn
         self._req = req
         self._upload = upload
         self._reused = conn.requests > 0
         self._response_bytes = 0  # received from the endpoint during this exchange
+        # Left by the last exchange (a connection handed straight to a waiter is not checked
+        # for leftovers as a pooled one is); usually nothing.
+        self._buffered_at_start = len(conn.h11.trailing_data[0])
         self._eof = False  # the endpoint closed (or reset) its side
         self._upload_sent = False  # EndOfMessage of the request went out
         self._upload_broken = False  # the endpoint stopped taking the body (it may answer anyway)
@@ -230,10 +275,20 @@ class Exchange:
         if type(event) is not h11.Response:
             await self.abort()
             raise self._protocol_error(f"sent {type(event).__name__} instead of a response")
+        length = _response_length(req.method, event)
+        if length is None and any(n == b"transfer-encoding" for n, _ in event.headers):
+            # h11 has the body's first bytes already; the guard sees them, then every receive.
+            guard = ChunkLineGuard()
+            try:
+                guard.feed(conn.h11.trailing_data[0])
+            except BadChunkLine as exc:
+                await self.abort()
+                raise self._protocol_error(f"sent a malformed chunked body ({exc})") from None
+            self._chunk_guard = guard
         return Response(
             status=event.status_code,
             headers=[(bytes(n), bytes(v)) for n, v in event.headers],
-            body=UpstreamBody(self, _response_length(req.method, event)),
+            body=UpstreamBody(self, length),
             reason=bytes(event.reason),
         )
 
@@ -295,6 +350,7 @@ class Exchange:
                 f"The request body did not match its declared length ({exc})."
             ) from None
         await self._send(data)
+        self._touch()
         if chunk is None:
             self._upload_sent = True
 
@@ -309,6 +365,14 @@ class Exchange:
         """
         h = self._conn.h11
         while True:
+            if (
+                h.their_state is h11.SEND_RESPONSE
+                and self._response_bytes + self._buffered_at_start
+                > self._conn.max_response_head_bytes
+            ):
+                # Only then can a head be over the limit, so the common case costs no copy of
+                # the buffer.
+                self._check_head_size()
             try:
                 event = self._take_event()
             except h11.RemoteProtocolError as exc:
@@ -324,6 +388,23 @@ class Exchange:
             if event is h11.PAUSED:
                 raise self._protocol_error("sent more than one response")
             await self._pump()  # NEED_DATA
+            if self._framing_error is not None:
+                raise self._protocol_error(f"sent a malformed chunked body ({self._framing_error})")
+
+    def _check_head_size(self) -> None:
+        """Refuse a response head over the limit however it arrived: h11's own limit
+        (``max_incomplete_event_size``) only applies to a head still incomplete after a read.
+
+        Raises:
+            UpstreamProtocolError: the head (or what there is of it) is over the limit.
+        """
+        limit = self._conn.max_response_head_bytes
+        size, complete = head_size(self._conn.h11.trailing_data[0])
+        if size > limit:
+            raise self._protocol_error(
+                f"sent a response head of {'' if complete else 'more than '}{size} bytes, over "
+                f"the {limit}-byte limit (max_response_head_bytes)"
+            )
 
     def _take_event(self) -> Any:
         """h11's next event from the buffer (the peeked one first); raises what h11 raised."""
@@ -351,7 +432,21 @@ class Exchange:
             data = b""  # a reset ends the input like an EOF; h11 will say what was cut short
         self._response_bytes += len(data)
         self._eof = self._eof or not data
+        if data:
+            self._touch()
+            if self._chunk_guard is not None and self._framing_error is None:
+                try:
+                    self._chunk_guard.feed(data)
+                except BadChunkLine as exc:
+                    # Raised by _next_event once the pump is done (not from inside its nursery).
+                    self._framing_error = str(exc)
         return data
+
+    def _touch(self) -> None:
+        """Bytes moved: the body idle timeout starts again."""
+        scope = self._idle_scope
+        if scope is not None and self._body_idle_timeout_s is not None:
+            scope.deadline = trio.current_time() + self._body_idle_timeout_s
 
     async def _pump(self) -> None:
         """Receive more of the response into h11, uploading the request body meanwhile.
@@ -464,14 +559,45 @@ class Exchange:
             await self._release(self._conn, False)
 
     async def next_body_event(self) -> h11.Event:
+        """The next event of the response body, within the body idle timeout.
+
+        Raises:
+            UpstreamTimeout: nothing moved for ``body_idle_timeout_s``; the connection is
+                discarded (the caller can only cut its client's response short).
+            UpstreamProtocolError, LinkerError: as :meth:`_next_event`.
+        """
+        timeout_s = self._body_idle_timeout_s
         try:
-            return await self._next_event()
+            if timeout_s is None or self.ready():
+                return await self._next_event()
+            with trio.CancelScope(deadline=trio.current_time() + timeout_s) as scope:
+                self._idle_scope = scope
+                try:
+                    return await self._next_event()
+                finally:
+                    self._idle_scope = None
+            raise self._body_idle_timeout(timeout_s)  # only when the scope fired
         except StaleConnection as stale:
             await self.abort()
             raise stale.error from None
         except BaseException:
             await self.abort()
             raise
+
+    def _body_idle_timeout(self, timeout_s: float) -> UpstreamTimeout:
+        """Count and log a response body that stalled; the error its reader gets."""
+        timeout_ms = round(timeout_s * 1000)
+        log.warning(
+            "upstream %s sent no body bytes for %d ms; closed (responseBodyIdleTimeoutMs)",
+            self._where(),
+            timeout_ms,
+        )
+        if self._on_event is not None:
+            self._on_event("response_body_idle_timeout")
+        return UpstreamTimeout(
+            f"{self._where()} sent no response body bytes for {timeout_ms} ms "
+            "(client.responseBodyIdleTimeoutMs); the response was cut short."
+        )
 
 
 class UpstreamBody:

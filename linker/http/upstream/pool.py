@@ -46,11 +46,12 @@ from dataclasses import dataclass
 import trio
 
 from linker.errors import ConnectFailed, PoolExhausted
+from linker.http.events import EventHook, emit
 from linker.http.messages import Request, Response
 from linker.http.upstream.connection import ConnState, UpstreamConnection, connect
 from linker.http.upstream.exchange import Exchange, StaleConnection, Upload
 
-__all__ = ["PoolLimits", "UpstreamPool"]
+__all__ = ["POOL_EVENTS", "PoolLimits", "UpstreamPool"]
 
 log = logging.getLogger("linker.upstream")
 
@@ -88,6 +89,12 @@ class PoolLimits:
             (``hostConnectionPool.maxWaiters``; None, the default, is unbounded).
         min_idle_per_host: idle connections kept even past ``idle_timeout_s``
             (``hostConnectionPool.minSize``; default 0).
+        response_body_idle_timeout_s: once a response head has arrived, its exchange may go
+            this long without a byte moving (response bytes in, request body bytes out);
+            then the response is cut short (the client's connection is closed: its status
+            is already sent) and the upstream connection is discarded.  ``None``: no limit.
+            Default 30 s (``client.responseBodyIdleTimeoutMs``), below nginx's
+            ``proxy_read_timeout`` (60 s) and as HAProxy's usual ``timeout server``.
     """
 
     max_idle_per_host: int = 100
@@ -99,6 +106,13 @@ class PoolLimits:
     max_per_host: int | None = None
     max_waiters_per_host: int | None = None
     min_idle_per_host: int = 0
+    response_body_idle_timeout_s: float | None = 30.0
+
+
+POOL_EVENTS: tuple[str, ...] = (
+    "response_body_idle_timeout",  # a response body stalled (response_body_idle_timeout_s)
+)
+"""Every name an :class:`UpstreamPool` passes to its ``on_event``."""
 
 
 class _Waiter:
@@ -138,10 +152,21 @@ class UpstreamPool:
 
     One pool per router in each worker (the limits are the router's ``hostConnectionPool``);
     it needs no background task.  Not thread-safe (trio is single-threaded).
+
+    Args:
+        limits: see :class:`PoolLimits`.
+        on_event: called with one of :data:`POOL_EVENTS` as things happen (a metrics hook);
+            exceptions it raises are logged and ignored.
     """
 
-    def __init__(self, limits: PoolLimits = PoolLimits()) -> None:
+    def __init__(
+        self,
+        limits: PoolLimits = PoolLimits(),
+        *,
+        on_event: EventHook | None = None,
+    ) -> None:
         self._limits = limits
+        self._on_event = on_event
         self._hosts: dict[tuple[str, int], _Host] = {}
         self._closed = False
         self._last_prune_s = 0.0
@@ -154,6 +179,7 @@ class UpstreamPool:
             "retried": 0,
             "rejected": 0,
             "connect_failed": 0,
+            "response_body_idle_timeout": 0,
         }
 
     def __repr__(self) -> str:
@@ -173,7 +199,8 @@ class UpstreamPool:
             ``closed``, ``dead_on_checkout`` (pooled connections found closed by the peer),
             ``expired`` (idle longer than ``idle_timeout_s``), ``retried`` (requests retried
             on a fresh connection after a reused one failed), ``rejected`` (requests refused
-            because ``max_waiters_per_host`` were waiting) and ``connect_failed``.
+            because ``max_waiters_per_host`` were waiting), ``connect_failed`` and
+            ``response_body_idle_timeout`` (responses cut short because their body stalled).
         """
         hosts = self._hosts.values()
         return {
@@ -219,6 +246,8 @@ class UpstreamPool:
                 self._release,
                 response_header_timeout_s=limits.response_header_timeout_s,
                 expect_continue_timeout_s=limits.expect_continue_timeout_s,
+                body_idle_timeout_s=limits.response_body_idle_timeout_s,
+                on_event=self._event,
             )
             try:
                 return await exchange.start()
@@ -231,6 +260,10 @@ class UpstreamPool:
                 self._counts["retried"] += 1
                 log.debug("retrying on a fresh connection to %s:%s: %s", *address, stale.error)
                 fresh = True
+
+    def _event(self, name: str) -> None:
+        self._counts[name] += 1
+        emit(self._on_event, name, log)
 
     async def aclose(self) -> None:
         """Close every connection, idle or active; later requests raise ClosedResourceError.

@@ -11,8 +11,6 @@ import resource
 import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from functools import partial
 
 import h11
 import pytest
@@ -34,41 +32,9 @@ from linker.http.messages import (
 from linker.http.upstream import PoolLimits, UpstreamPool
 from linker.http.upstream.connection import UpstreamConnection
 
-from .endpoints import LOCAL, endpoint
+from .endpoints import LOCAL, endpoint, linker_in_front_of, raw_endpoint, read_head
 
 # -- endpoints ----------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def raw_endpoint(
-    behaviour: Callable[[trio.SocketStream], Awaitable[None]],
-) -> AsyncIterator[int]:
-    """A bare trio server: ``behaviour(stream)`` per connection, then the socket is closed."""
-    listeners = await trio.open_tcp_listeners(0, host=LOCAL)
-    port = listeners[0].socket.getsockname()[1]
-
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            await behaviour(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(trio.serve_listeners, handle, listeners))
-        yield port
-        nursery.cancel_scope.cancel()
-
-
-async def read_head(stream: trio.SocketStream) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some()
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 async def echo_info(req: Request) -> Response:
@@ -493,28 +459,6 @@ async def test_expect_continue_without_100_uploads_after_timeout() -> None:
         assert await read_body(resp.body) == b"got!"
     assert pulls == [1]
     await pool.aclose()
-
-
-@asynccontextmanager
-async def linker_in_front_of(up_port: int, pool: UpstreamPool) -> AsyncIterator[int]:
-    """A linker server whose handler proxies everything to ``up_port`` through ``pool``."""
-
-    async def proxy(req: Request) -> Response:
-        upstream_req = Request(
-            method=req.method,
-            target=req.target,
-            authority=req.authority,
-            http_version="1.1",
-            headers=hop.add_via(hop.strip_hop_by_hop(req.headers), req.http_version),
-            body=req.body,
-            client=req.client,
-            received_at=req.received_at,
-        )
-        resp = await pool.request((LOCAL, up_port), upstream_req)
-        return Response(resp.status, hop.strip_hop_by_hop(resp.headers), resp.body)
-
-    async with endpoint(proxy) as port:
-        yield port
 
 
 async def test_expect_continue_through_the_linker() -> None:
