@@ -35,9 +35,7 @@ class ConsolePage:
 class ConsoleAsset:
     """``/console/{name}``: a shared CSS or JavaScript file; 404 for anything else."""
 
-    async def on_get(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str
-    ) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
         found = asset(name)
         if found is None or name.endswith(".html"):
             raise falcon.HTTPNotFound()

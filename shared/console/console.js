@@ -6,6 +6,7 @@
 // L5.delegation(node)              a delegate tree (/api/1/delegate, /delegator.json) as lists
 // L5.bound(node)                   a bound tree (/api/1/bind, the dry run's names) as lists
 // L5.problem(response)             an error answer as a <pre>, keeping the API's caret diagram
+// L5.dtabLines(dentries)           namerd's JSON dtab as text, one dentry per line
 "use strict";
 
 const L5 = (() => {
@@ -181,5 +182,10 @@ const L5 = (() => {
     return q.toString();
   }
 
-  return {el, call, debounce, problem, delegation, bound, summary, negative, query};
+  // A dtab as namerd's JSON (a list of {prefix, dst}), one dentry per line.
+  function dtabLines(dentries) {
+    return dentries.map((d) => `${d.prefix} => ${d.dst};`).join("\n");
+  }
+
+  return {el, call, debounce, problem, delegation, bound, summary, negative, query, dtabLines};
 })();
