@@ -92,7 +92,7 @@ def serves(path: str) -> bool:
 def answer(admin: AdminServer, path: str) -> tuple[int, bytes, str]:
     """``(status, body, content type)`` for a GET of ``path`` (one :func:`serves` accepts)."""
     if path in _PAGES:
-        return 200, page(_PAGES[path], side="linker"), _HTML
+        return 200, page(_PAGES[path], side="linker", api=""), _HTML
     if path.startswith(ASSET_PREFIX):
         name = path[len(ASSET_PREFIX) :]
         found = asset(name)

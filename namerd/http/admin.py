@@ -1,9 +1,10 @@
 """The admin server (default 127.0.0.1:9991): the console, ping, metrics summed over workers.
 
 ``/`` is the console and ``/delegator`` the dtab playground (``namerd.http.console``); the
-admin app mounts the ``/api/1`` routes as well, so the console's calls are same-origin (the
-routes, their auth and limits are the API's own: one copy). ``/admin`` keeps the plain table of
-namespaces, which needs no JavaScript.
+admin app mounts the API's routes under ``/console`` (``/console/api/1/...``), so the console's
+calls are same-origin (the resources, their auth and limits are the API's own: one copy). Not at
+``/api/1`` itself: a client given the admin port by mistake (namerctl#28) must still get 404s,
+not a working API. ``/admin`` keeps the plain table of namespaces, which needs no JavaScript.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from namerd.http.console import ConsoleAsset, ConsolePage
+from namerd.http.console import CONSOLE_API, ConsoleAsset, ConsolePage
 from namerd.http.routes import add_api_routes
 from namerd.metrics import merge_snapshots, prometheus_text
 from namerd.runtime import Runtime, parse_stored
@@ -129,5 +130,5 @@ def build_admin_app(
     app.add_route("/delegator", ConsolePage("delegator.html"))
     app.add_route("/console/{name}", ConsoleAsset())
     app.add_route("/admin", Index(ref))
-    add_api_routes(app, ref)
+    add_api_routes(app, ref, prefix=CONSOLE_API.removesuffix("/api/1"))
     return app

@@ -5,9 +5,10 @@
 * ``/delegator`` is the dtab playground (``/api/1/delegate/{ns}`` drawn as a tree);
 * ``/console/<file>`` serves the shared CSS and JavaScript.
 
-The pages call the ``/api/1`` routes, which the admin app mounts too (``build_admin_app``), so
-every call is same-origin: no CORS, and the writes carry what the API requires of any client
-(``Content-Type: application/dtab``, the bearer token when one is configured, ``If-Match``).
+The pages call the API's routes, which the admin app mounts under :data:`CONSOLE_API`
+(``build_admin_app``), so every call is same-origin: no CORS, and the writes carry what the API
+requires of any client (``Content-Type: application/dtab``, the bearer token when one is
+configured, ``If-Match``).
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import falcon.asgi
 
 from shared.console import asset, page
 
-__all__ = ["ConsoleAsset", "ConsolePage"]
+__all__ = ["CONSOLE_API", "ConsoleAsset", "ConsolePage"]
+
+#: Where the admin app mounts the API's ``/api/1`` routes for the console's calls.
+CONSOLE_API = "/console/api/1"
 
 
 class ConsolePage:
     """One console page (``namerd.html`` or ``delegator.html``), as namerd's."""
 
     def __init__(self, name: str) -> None:
-        self.body = page(name, side="namerd")
+        self.body = page(name, side="namerd", api=CONSOLE_API)
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.content_type = "text/html; charset=utf-8"

@@ -18,6 +18,7 @@ what the pages call is each server's own API, same-origin.
 from __future__ import annotations
 
 import html
+import re
 from functools import cache
 from importlib import resources
 
@@ -53,7 +54,10 @@ def page(name: str, **values: str) -> bytes:
     """The HTML page ``name`` with each ``{{key}}`` replaced by ``values[key]`` (HTML-escaped).
 
     The pages are otherwise static; the values say which server serves them (``side``: linker
-    or namerd) so that one playground serves both.
+    or namerd) and where namerd's API is (``api``), so that one playground serves both.
+
+    Raises:
+        KeyError: no such page, or a ``{{key}}`` of the page was given no value.
     """
     found = asset(name)
     if found is None or not name.endswith(".html"):
@@ -61,4 +65,7 @@ def page(name: str, **values: str) -> bytes:
     text = found[0].decode("utf-8")
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
+    missing = sorted(set(re.findall(r"\{\{(\w+)\}\}", text)))
+    if missing:
+        raise KeyError(f"console page {name!r} needs values for {', '.join(missing)}")
     return text.encode("utf-8")

@@ -28,13 +28,15 @@ def test_namerd_admin_serves_the_console_and_the_api(namerd: Namerd) -> None:
     # Only the shared files: the page templates and anything else are not files to fetch.
     for name in ("namerd.html", "nope.js", "..%2Fadmin.py"):
         assert httpx.get(f"{namerd.admin}/console/{name}").status_code == 404
-    # The API on the admin port is the API: same routes, same guards.
+    # The console's API on the admin port is the API: same resources, same guards; and not at
+    # /api/1, where a client given the wrong port must keep getting 404s (namerctl#28).
     assert (
-        httpx.get(namerd.admin + "/api/1/dtabs").json()
+        httpx.get(namerd.admin + "/console/api/1/dtabs").json()
         == httpx.get(namerd.api + "/api/1/dtabs").json()
     )
+    assert httpx.get(namerd.admin + "/api/1/dtabs").status_code == 404
     put = httpx.put(
-        namerd.admin + "/api/1/dtabs/console-test",
+        namerd.admin + "/console/api/1/dtabs/console-test",
         content="/a => /b",
         headers={"Content-Type": "application/dtab", "If-Match": "AAAAAAAAAAE="},
     )

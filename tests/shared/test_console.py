@@ -22,11 +22,13 @@ def test_unlisted_names_are_not_served() -> None:
 
 
 def test_page_fills_in_escaped_values() -> None:
-    body = page("delegator.html", side='linker"><script>').decode()
+    body = page("delegator.html", side='linker"><script>', api="/x").decode()
     assert 'data-side="linker&quot;&gt;&lt;script&gt;"' in body
-    assert "{{side}}" not in body
+    assert "{{" not in body
     with pytest.raises(KeyError):
-        page("console.js", side="x")
+        page("console.js", side="x", api="")
+    with pytest.raises(KeyError, match="needs values for api"):
+        page("namerd.html", side="namerd")
 
 
 def test_pages_fetch_nothing_from_the_network() -> None:
