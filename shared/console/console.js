@@ -1,5 +1,6 @@
 // l5py admin consoles: the helpers every page shares (no build step, no dependencies).
 //
+// L5.$(id)                         the element with that id
 // L5.el(tag, attrs, ...children)   build a DOM node (strings become text, never HTML)
 // L5.call(method, url, opts)       same-origin fetch -> {status, ok, headers, text, json}
 // L5.debounce(fn, ms)              run fn once input has been quiet for ms
@@ -187,5 +188,7 @@ const L5 = (() => {
     return dentries.map((d) => `${d.prefix} => ${d.dst};`).join("\n");
   }
 
-  return {el, call, debounce, problem, delegation, bound, summary, negative, query, dtabLines};
+  const $ = (id) => document.getElementById(id);
+
+  return {$, el, call, debounce, problem, delegation, bound, summary, negative, query, dtabLines};
 })();
