@@ -125,7 +125,8 @@ class Balancer(Protocol):
         ...
 
     def stats(self) -> dict[str, float]:
-        """Gauges for metrics: size, available, draining, outstanding, per-endpoint load."""
+        """Gauges for metrics: size, available, draining, outstanding; per endpoint: load,
+        outstanding and accrual state (``dead``, ``probing``: 1 or 0)."""
         ...
 
 
@@ -253,6 +254,11 @@ class _BaseBalancer:
             name = f"endpoint/{r.endpoint.show()}"
             out[f"{name}/outstanding"] = float(r.outstanding)
             out[f"{name}/load"] = self._load(r, now_s)
+            # Accrual state as 0/1 gauges, so that summing over workers counts the workers
+            # that see the endpoint dead or probing (the dashboard shows live/dead/probing).
+            state = r.accrual.state()
+            out[f"{name}/dead"] = float(state == "dead")
+            out[f"{name}/probing"] = float(state == "probing")
         return out
 
     def __repr__(self) -> str:

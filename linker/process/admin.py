@@ -14,6 +14,8 @@ JSON files, format text).
 ``/delegator.json``                GET, POST   how a path routes: ``path``, ``dtab``,
                                                ``router`` (Linkerd calls it ``namespace``)
 ``/admin/shutdown``                POST        graceful shutdown of the whole linker
+``/``, ``/delegator``, ...         GET         the console: dashboard, dtab playground,
+                                               ``/admin/ready`` (``linker.process.console``)
 =================================  ==========  ============================================
 
 Any other path is 404; a known path with the wrong method is 405 with ``Allow``. Shutdown is
@@ -41,6 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from linker.metrics import merge, to_json, to_prometheus
+from linker.process import console
 from shared.webguard import check_write
 
 __all__ = ["ADMIN_PORT", "REQUEST_TIMEOUT_S", "AdminServer", "Delegate"]
@@ -248,6 +251,12 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 self._drain_body()
                 self._get(admin, path, query, method)
+            elif console.serves(path):  # the dashboard, playground, readiness (console.py)
+                if not read_only:
+                    self._not_allowed("GET, HEAD")
+                    return
+                self._drain_body()
+                self._send(*console.answer(admin, path), method)
             else:
                 self._drain_body()
                 self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")

@@ -1,4 +1,11 @@
-"""The admin server (default 127.0.0.1:9991): ping, metrics summed over workers, namespaces."""
+"""The admin server (default 127.0.0.1:9991): the console, ping, metrics summed over workers.
+
+``/`` is the console and ``/delegator`` the dtab playground (``namerd.http.console``); the
+admin app mounts the API's routes under ``/console`` (``/console/api/1/...``), so the console's
+calls are same-origin (the resources, their auth and limits are the API's own: one copy). Not at
+``/api/1`` itself: a client given the admin port by mistake (namerctl#28) must still get 404s,
+not a working API. ``/admin`` keeps the plain table of namespaces, which needs no JavaScript.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from namerd.http.console import CONSOLE_API, ConsoleAsset, ConsolePage
+from namerd.http.routes import add_api_routes
 from namerd.metrics import merge_snapshots, prometheus_text
 from namerd.runtime import Runtime, parse_stored
 from shared import show_tree
@@ -71,7 +80,7 @@ async def _store_gauges(rt: Runtime) -> dict[str, float]:
 
 
 class Index:
-    """``/``: the namespaces and their dtabs, for people."""
+    """``/admin``: the namespaces and their dtabs as a plain table (no JavaScript needed)."""
 
     def __init__(self, ref: Callable[[], Runtime]) -> None:
         self.ref = ref
@@ -103,7 +112,8 @@ class Index:
             f"{error}<table><tr><th>namespace</th><th>version</th><th>dtab</th></tr>"
             + "".join(rows)
             + "</table><p><a href=/admin/metrics.json>metrics.json</a> · "
-            "<a href=/admin/metrics/prometheus>prometheus</a> · <a href=/admin/ping>ping</a></p>"
+            "<a href=/admin/metrics/prometheus>prometheus</a> · <a href=/admin/ping>ping</a> · "
+            "<a href=/>console</a> · <a href=/delegator>dtab playground</a></p>"
             "</body></html>"
         )
 
@@ -116,6 +126,9 @@ def build_admin_app(
     app.add_route("/admin/ping", Ping())
     app.add_route("/admin/metrics.json", MetricsJson(ref, run_dir))
     app.add_route("/admin/metrics/prometheus", MetricsPrometheus(ref, run_dir))
-    app.add_route("/", Index(ref))
+    app.add_route("/", ConsolePage("namerd.html"))
+    app.add_route("/delegator", ConsolePage("delegator.html"))
+    app.add_route("/console/{name}", ConsoleAsset())
     app.add_route("/admin", Index(ref))
+    add_api_routes(app, ref, prefix=CONSOLE_API.removesuffix("/api/1"))
     return app

@@ -44,10 +44,12 @@ ROUTES: tuple[tuple[str, type[Resource]], ...] = (
 def add_api_routes(
     app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response],
     runtime_ref: Callable[[], Runtime],
+    prefix: str = "",
 ) -> None:
-    """Mount every /api/1 route. ``runtime_ref`` returns the worker's Runtime once started."""
+    """Mount every /api/1 route, under ``prefix`` if given (the admin app mounts them under
+    ``/console`` for its console). ``runtime_ref`` returns the worker's Runtime once started."""
     for uri, cls in ROUTES:
-        app.add_route(uri, _Deferred(cls, runtime_ref))
+        app.add_route(prefix + uri, _Deferred(cls, runtime_ref))
     add_error_handlers(app)
 
 

@@ -645,7 +645,8 @@ def test_admin_server_in_process(admin_server: tuple[AdminServer, list[str]]) ->
 
     assert one("DELETE", "/admin/shutdown") == (405, "POST")
     assert one("PUT", "/admin/ping") == (405, "GET, HEAD")
-    assert one("GET", "/") == (404, None)
+    assert one("GET", "/") == (200, None)  # the dashboard (linker.process.console)
+    assert one("GET", "/nope") == (404, None)
     assert calls == []
     assert one("POST", "/admin/shutdown", b"ignored body") == (200, None)
     assert calls == ["shutdown"]

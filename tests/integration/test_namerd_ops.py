@@ -164,7 +164,7 @@ def test_admin_ping_metrics_and_namespaces_page(tmp_path: Path) -> None:
             ),
             "the Prometheus view to agree",
         )
-        page = httpx.get(f"{nd.admin}/")
+        page = httpx.get(f"{nd.admin}/admin")  # the plain table (/ is the console)
         assert page.headers["content-type"].startswith("text/html")
         assert name in page.text
         assert "/svc =&gt; /#/io.l5d.fs;" in page.text
