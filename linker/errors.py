@@ -36,6 +36,7 @@ from urllib.parse import quote
 __all__ = [
     "DEFAULT_MAX_ERR_BYTES",
     "MAX_L5D_ERR_BYTES",
+    "MAX_LISTED_ENDPOINTS",
     "BadDtabHeader",
     "BadRequest",
     "BindingFailed",
@@ -55,6 +56,7 @@ __all__ = [
     "UpstreamTimeout",
     "VersionNotSupported",
     "error_response",
+    "listing",
 ]
 
 # Linkerd's maxErrResponseKB default (5120 KiB): the body of an error response is cut there.
@@ -63,6 +65,18 @@ DEFAULT_MAX_ERR_BYTES = 5120 * 1024
 # Linkerd cuts l5d-err to maxHeadersKB (8 KiB).  We cut to half of that so that the whole
 # response head still fits a peer linker's default 8 KiB header limit with room to spare.
 MAX_L5D_ERR_BYTES = 4096
+
+
+#: An error naming endpoints lists at most this many, then "and K more": a service with
+#: hundreds of endpoints must not turn every 502 into a page of addresses (l5d-err is cut at
+#: MAX_L5D_ERR_BYTES anyway; this keeps the cut from landing mid-list).
+MAX_LISTED_ENDPOINTS = 5
+
+
+def listing(items: list[str], limit: int = MAX_LISTED_ENDPOINTS) -> str:
+    """``a, b, c`` or, past ``limit`` items, ``a, b, c and 4 more``."""
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
 
 
 class LinkerError(Exception):
@@ -74,14 +88,18 @@ class LinkerError(Exception):
         retryable: True when the request is known to be safe to retry (it never reached the
             endpoint); sent as ``l5d-retryable: true`` so an upstream linker can retry it.
         message: the human-readable explanation, also ``str(err)``.
+        cause: the same in a few words, without advice (``connection refused``), for lists of
+            endpoints and their last errors (failure accrual, the dashboard); the message
+            when not given.
     """
 
     status: int = 502
     retryable: bool = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.cause = cause or message
 
 
 class BadRequest(LinkerError):

@@ -200,7 +200,7 @@ class NamerdHttpInterpreter:
         if isinstance(value, BindError):
             raise BindFailure(
                 f"namerd could not bind {watch.path.show()} in namespace "
-                f"{self.client.namespace!r}: {value.message}"
+                f"'{self.client.namespace}': {value.message}"
             )
         assert isinstance(value, BindValue)
         addrs: dict[Path, Addr] = {}
@@ -227,8 +227,9 @@ class NamerdHttpInterpreter:
         if waiting.reconnects:
             detail += f", {waiting.reconnects} reconnects"
         return (
-            f"binding {path.show()} timed out after {self.bind_timeout_s}s waiting for {what} "
-            f"from namerd at {dsts} (namespace {self.client.namespace!r}; {detail})"
+            f"binding {path.show()} timed out after {self.bind_timeout_s * 1000:g} ms "
+            f"(bindingTimeoutMs) waiting for {what} from namerd at {dsts} "
+            f"(namespace '{self.client.namespace}'; {detail})"
         )
 
     def state(self) -> dict[str, Any]:

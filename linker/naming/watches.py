@@ -381,7 +381,7 @@ class NamerdClient:
                     unreachable = err.status is None
                 except Exception as err:  # a bug must not kill every watch of the worker
                     log.exception("namerd watch %s %s crashed", watch.kind, watch.path)
-                    error = f"unexpected error: {err!r}"
+                    error = f"unexpected error: {type(err).__name__}: {err}"
                     connected = False
                 watch.last_error = error
                 if not connected and watch.value is None:

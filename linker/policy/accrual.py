@@ -19,6 +19,15 @@ States::
       +------------(probe ok)------------ probing, probe in flight
                     dead <--(probe failed: next, longer backoff)-+
 
+Each accrual remembers the endpoint's last failure (its cause, in a few words, and when), so
+that an error naming the endpoints marked dead can say why each one is, and logs every state
+change on the ``linker.policy.accrual`` logger, one line each: alive→dead (warning, with the
+cause), dead→probing and probing→alive (info), probing→dead (warning, the probe's cause).
+Logging only the changes is what keeps the log bounded under load: a dead endpoint takes no
+requests, so it cannot fill the log however many requests arrive, and a flapping endpoint
+logs at most three lines per dead period of the backoff (5 s at least by default, growing to
+5 min while it keeps failing).  No second limit is added on top of that one.
+
 Config (Linkerd's shape, under ``client.failureAccrual``)::
 
     failureAccrual:
@@ -30,6 +39,7 @@ Config (Linkerd's shape, under ``client.failureAccrual``)::
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import random
 from collections import deque
@@ -46,6 +56,7 @@ __all__ = [
     "DEFAULT_SUCCESS_RATE_REQUESTS",
     "DEFAULT_SUCCESS_RATE_WINDOW_S",
     "SUCCESS_RATE_WINDOWED_MIN_REQUESTS",
+    "UNCLASSIFIED_FAILURE",
     "Accrual",
     "AccrualState",
     "Backoff",
@@ -76,6 +87,11 @@ SUCCESS_RATE_WINDOWED_MIN_REQUESTS: Final = 5
 DEFAULT_BACKOFF_MIN_MS: Final = 5_000
 #: ``backoff: {kind: jittered}`` ``maxMs``: the longest dead period, 5 minutes.
 DEFAULT_BACKOFF_MAX_MS: Final = 300_000
+
+#: The cause recorded for a failure reported without one.
+UNCLASSIFIED_FAILURE: Final = "a failure"
+
+log = logging.getLogger("linker.policy.accrual")
 
 _KIND_CONSECUTIVE: Final = "io.l5d.consecutiveFailures"
 _KIND_SUCCESS_RATE: Final = "io.l5d.successRate"
@@ -279,9 +295,14 @@ class Accrual:
     Every request picked must be recorded exactly once, or a probe stays in flight forever.
     """
 
-    def __init__(self, policy: Policy, backoff: Backoff) -> None:
+    def __init__(self, policy: Policy, backoff: Backoff, name: str = "endpoint") -> None:
         self.policy = policy
         self.backoff = backoff
+        #: How log lines name the endpoint (``host:port``; the balancer sets it).
+        self.name = name
+        #: The cause of the last failure recorded (None: none yet) and when (``now_s``).
+        self.last_error: str | None = None
+        self.last_error_at_s = 0.0
         self._state = AccrualState.ALIVE
         self._dead_until_s = 0.0
         self._deaths_in_a_row = 0  # which backoff step the next death uses
@@ -309,6 +330,7 @@ class Accrual:
         if self._state is AccrualState.DEAD and now_s >= self._dead_until_s:
             self._state = AccrualState.PROBING
             self._probe_in_flight = False
+            log.info("endpoint %s: dead -> probing (its backoff has elapsed)", self.name)
         if self._state is AccrualState.ALIVE:
             return True
         return self._state is AccrualState.PROBING and not self._probe_in_flight
@@ -318,8 +340,12 @@ class Accrual:
         if self.available(now_s) and self._state is AccrualState.PROBING:
             self._probe_in_flight = True
 
-    def record(self, ok: bool, now_s: float) -> None:
-        """Take one response outcome (``ok`` as judged by the response classifier)."""
+    def record(self, ok: bool, now_s: float, cause: str | None = None) -> None:
+        """Take one response outcome (``ok`` as judged by the response classifier); ``cause``
+        says in a few words why a failure failed (``connection refused``)."""
+        if not ok:
+            self.last_error = cause or UNCLASSIFIED_FAILURE
+            self.last_error_at_s = now_s
         if self._state is AccrualState.ALIVE:
             if self.policy.record(ok, now_s):
                 self._mark_dead(now_s)
@@ -335,16 +361,25 @@ class Accrual:
                 self._deaths_in_a_row = 0
                 self.policy.reset()
                 self.revivals += 1
+                log.info("endpoint %s: probing -> alive (the probe succeeded)", self.name)
             else:
                 self._mark_dead(now_s)
 
     def _mark_dead(self, now_s: float) -> None:
+        was = self._state.value
         self._state = AccrualState.DEAD
         self._probe_in_flight = False
         self._dead_until_s = now_s + self.backoff.delay_s(self._deaths_in_a_row)
         self._deaths_in_a_row += 1
         self.policy.reset()
         self.removals += 1
+        log.warning(
+            "endpoint %s: %s -> dead for %.1f s by failure accrual (last error: %s)",
+            self.name,
+            was,
+            self._dead_until_s - now_s,
+            self.last_error or UNCLASSIFIED_FAILURE,
+        )
 
     def __repr__(self) -> str:
         extra = ""

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_EFFORT",
     "Balancer",
     "Endpoint",
+    "EndpointState",
     "EwmaBalancer",
     "P2CBalancer",
     "RoundRobinBalancer",
@@ -105,6 +106,26 @@ class Endpoint:
         return f"{self.address[0]}:{self.address[1]}"
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """What an error message or the dashboard shows of one endpoint.
+
+    ``last_error`` is the cause of its last failure (None: it has not failed), ``age_s`` how
+    long ago that was.
+    """
+
+    address: str
+    state: str
+    last_error: str | None
+    age_s: float | None
+
+    def describe(self) -> str:
+        """``10.0.0.1:80 (connection refused 3 s ago)``, or just the address."""
+        if self.last_error is None or self.age_s is None:
+            return self.address
+        return f"{self.address} ({self.last_error}, {self.age_s:.0f} s ago)"
+
+
 class Balancer(Protocol):
     """What the router needs from a load balancer; every method is synchronous and pure."""
 
@@ -120,8 +141,15 @@ class Balancer(Protocol):
         """
         ...
 
-    def release(self, ep: Endpoint, now_s: float, latency_s: float, ok: bool) -> None:
-        """Report the outcome of a request sent to ``ep`` (exactly once per pick)."""
+    def release(
+        self, ep: Endpoint, now_s: float, latency_s: float, ok: bool, cause: str | None = None
+    ) -> None:
+        """Report the outcome of a request sent to ``ep`` (exactly once per pick); ``cause``
+        names a failure in a few words (``connection refused``)."""
+        ...
+
+    def endpoints(self, now_s: float) -> list[EndpointState]:
+        """Each endpoint's accrual state and last error, in namerd's order."""
         ...
 
     def stats(self) -> dict[str, float]:
@@ -179,6 +207,7 @@ class _BaseBalancer:
             rec = new.get(addr) or self._active.get(addr) or self._draining.pop(addr, None)
             if rec is None:
                 rec = _Record(ep, self._accrual_factory())
+                rec.accrual.name = ep.show()  # for its log lines
                 self._on_new(rec, now_s)
             rec.endpoint = ep
             new[addr] = rec
@@ -213,7 +242,9 @@ class _BaseBalancer:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def release(self, ep: Endpoint, now_s: float, latency_s: float, ok: bool) -> None:
+    def release(
+        self, ep: Endpoint, now_s: float, latency_s: float, ok: bool, cause: str | None = None
+    ) -> None:
         self._now_s = now_s
         addr = ep.address
         rec = self._active.get(addr) or self._draining.get(addr)
@@ -222,13 +253,22 @@ class _BaseBalancer:
         # Never below zero, so a stray or duplicate release can't make an endpoint look idler
         # than idle.
         rec.outstanding = max(0, rec.outstanding - 1)
-        rec.accrual.record(ok, now_s)
+        rec.accrual.record(ok, now_s, cause)
         self._observe(rec, now_s, max(0.0, latency_s))
         if addr in self._draining and rec.outstanding == 0:
             del self._draining[addr]
 
     def _observe(self, rec: _Record, now_s: float, latency_s: float) -> None:
         """Hook: take a latency sample (ewma)."""
+
+    def endpoints(self, now_s: float) -> list[EndpointState]:
+        out = []
+        for rec in self._active.values():
+            acc = rec.accrual
+            acc.available(now_s)  # brings a dead endpoint whose backoff elapsed to probing
+            age = None if acc.last_error is None else max(0.0, now_s - acc.last_error_at_s)
+            out.append(EndpointState(rec.endpoint.show(), acc.state(), acc.last_error, age))
+        return out
 
     # -- metrics --------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from urllib.parse import quote
 
 import trio
@@ -40,6 +41,7 @@ from linker.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
     error_response,
+    listing,
 )
 from linker.http import hop
 from linker.http.messages import Request, Response, bytes_body
@@ -51,6 +53,7 @@ from linker.naming.contract import (
     Interpreter,
     InterpreterError,
 )
+from linker.policy.balancer import Balancer
 from linker.policy.classify import ResponseClass
 from linker.routing.deadline import (
     DEADLINE_HEADER,
@@ -150,6 +153,50 @@ async def _discard(resp: Response) -> None:
     aclose = getattr(resp.body, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _status_line(resp: Response) -> str:
+    """``500 Internal Server Error``: the status and its reason (the standard one if none)."""
+    reason = resp.reason.decode("latin-1").strip() if resp.reason else ""
+    if not reason:
+        try:
+            reason = HTTPStatus(resp.status).phrase
+        except ValueError:
+            reason = ""
+    return f"{resp.status} {reason}".rstrip()
+
+
+def _no_live_endpoint(
+    bal: Balancer,
+    now_s: float,
+    client: str,
+    service: str,
+    tried: dict[str, str],
+    last: LinkerError | None,
+) -> LinkerError:
+    """The error for a request that has no endpoint left to try, naming each with its cause.
+
+    If this request failed on some endpoints, the answer is about those: the last one's cause
+    first (``connection refused by 127.0.0.1:9``), with that error's status; otherwise every
+    endpoint was already marked dead, and each is listed with its last error and its age.
+    """
+    states = bal.endpoints(now_s)
+    if tried:
+        addr, cause = list(tried.items())[-1]
+        others = [f"{a} ({c})" for a, c in list(tried.items())[:-1]]
+        also = f": also {listing(others)}" if others else ""
+        message = (
+            f"{cause} by {addr} (tried {len(tried)} of {len(states)} endpoints of {client} "
+            f"for {service}{also})"
+        )
+        if last is None:
+            return NoEndpoints(message + "; the rest are marked dead by failure accrual.")
+        return type(last)(message + ".", cause=last.cause)
+    dead = [s.describe() for s in states]
+    return NoEndpoints(
+        f"all {len(states)} endpoints of {client} (for {service}) are marked dead by failure "
+        f"accrual: {listing(dead)}; they are probed again after a backoff."
+    )
 
 
 def _why_no_endpoints(path: Path, dest: Destination) -> str:
@@ -253,21 +300,24 @@ class Router:
         replayable = req.body.length == 0  # a streamed body is gone once sent: never retried
         attempt = 0
         prev_delay: float | None = None
+        # Endpoints this request failed on, with why, and the last error raised: when the
+        # balancer then has no endpoint left, the answer names these rather than accrual.
+        tried: dict[str, str] = {}
+        last: LinkerError | None = None
         while True:
             attempt += 1
             ep = bal.pick(self.now())
             if ep is None:
-                raise NoEndpoints(
-                    f"All {int(bal.stats().get('size', 0))} endpoints of {bound.id.show()} "
-                    f"(for {service}) are marked dead by failure accrual; they are probed again "
-                    "after a backoff. Check the service's health."
-                )
+                raise _no_live_endpoint(bal, self.now(), bound.id.show(), service, tried, last)
             client.requests.incr()
             started = self.now()
             try:
                 resp = await self.pool.request(ep.address, req)
             except (ConnectFailed, UpstreamProtocolError, UpstreamTimeout) as err:
-                bal.release(ep, self.now(), self.now() - started, False)
+                bal.release(ep, self.now(), self.now() - started, False, err.cause)
+                tried.pop(ep.show(), None)  # re-insert: the last failure stays last
+                tried[ep.show()] = err.cause
+                last = err
                 written = not err.retryable  # retryable: it never reached the endpoint
                 cls = policy.classifier.classify_error(req.method, written)
                 retry, delay = policy.should_retry(
@@ -279,13 +329,24 @@ class Router:
                     remaining_s=deadline - self.now(),
                 )
                 if not retry:
+                    if len(tried) > 1:  # the error names one endpoint: name the others too
+                        raise _no_live_endpoint(
+                            bal, self.now(), bound.id.show(), service, tried, err
+                        ) from None
                     raise
                 client.retries.incr()
                 await trio.sleep(delay)
                 prev_delay = delay
                 continue
             cls = policy.classifier(req.method, resp.status, resp.headers)
-            bal.release(ep, self.now(), self.now() - started, cls is ResponseClass.SUCCESS)
+            if cls is ResponseClass.SUCCESS:
+                bal.release(ep, self.now(), self.now() - started, True)
+            else:
+                cause = f"{_status_line(resp)} from a classifier"
+                bal.release(ep, self.now(), self.now() - started, False, cause)
+                tried.pop(ep.show(), None)
+                tried[ep.show()] = cause
+                last = None
             if cls is ResponseClass.FAILURE_RETRYABLE:
                 retry, delay = policy.should_retry(
                     cls,

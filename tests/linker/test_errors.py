@@ -130,3 +130,10 @@ def test_l5d_err_is_cut_without_splitting_an_escape() -> None:
         assert len(value) <= MAX_L5D_ERR_BYTES
         assert not value.endswith((b"%", b"%2"))
         assert unquote(value.decode()).startswith(prefix + "/ /")
+
+
+def test_a_listing_of_endpoints_is_bounded() -> None:
+    items = [f"10.0.0.{i}:80" for i in range(errors.MAX_LISTED_ENDPOINTS + 2)]
+    assert errors.listing(items[:2]) == "10.0.0.0:80, 10.0.0.1:80"
+    assert errors.listing(items).endswith("10.0.0.4:80 and 2 more")
+    assert "10.0.0.5:80" not in errors.listing(items)

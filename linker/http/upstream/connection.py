@@ -10,6 +10,7 @@ and ``IDLE`` (pooled), and asks it one question before reuse: :meth:`UpstreamCon
 from __future__ import annotations
 
 import enum
+import os
 import select
 from typing import Any
 
@@ -19,7 +20,7 @@ import trio
 from linker.errors import ConnectFailed
 from linker.http.fastsocket import fast_stream
 
-__all__ = ["ConnState", "UpstreamConnection", "connect"]
+__all__ = ["ConnState", "UpstreamConnection", "connect", "os_error_cause"]
 
 
 class ConnState(enum.Enum):
@@ -102,6 +103,26 @@ class UpstreamConnection:
         await trio.aclose_forcefully(self.stream)
 
 
+def os_error_cause(exc: BaseException) -> str:
+    """The operating system's reason, lower case (``connection refused``).
+
+    trio's ``open_tcp_stream`` raises a bare "all attempts to connect ... failed" whose
+    ``__cause__`` groups one error per address tried; the first with an ``errno`` says why.
+    The reason is the operating system's text for that errno: trio's own text embeds the
+    address as a Python tuple, which no client should see.
+    """
+    pending: list[BaseException] = [exc]
+    while pending:
+        err = pending.pop(0)
+        if isinstance(err, OSError) and err.errno:
+            return os.strerror(err.errno).lower()
+        if isinstance(err, BaseExceptionGroup):
+            pending.extend(err.exceptions)
+        if err.__cause__ is not None:
+            pending.append(err.__cause__)
+    return str(exc) or type(exc).__name__
+
+
 async def connect(
     address: tuple[str, int],
     *,
@@ -119,13 +140,16 @@ async def connect(
             stream = fast_stream(await trio.open_tcp_stream(host, port))
     except trio.TooSlowError:
         raise ConnectFailed(
-            f"Connecting to {host}:{port} timed out after {connect_timeout_s:g} s; "
-            "is the endpoint up and reachable from the linker?"
+            f"Connecting to {host}:{port} timed out after {connect_timeout_s:g} s "
+            "(client.connectTimeoutMs); is the endpoint up and reachable from the linker?",
+            cause=f"connect timeout after {connect_timeout_s:g} s",
         ) from None
     except OSError as exc:
+        why = os_error_cause(exc)
         raise ConnectFailed(
-            f"Connection to {host}:{port} failed ({exc.strerror or exc}); "
-            "is the endpoint up and listening on that port?"
+            f"Connection to {host}:{port} failed ({why}); "
+            "is the endpoint up and listening on that port?",
+            cause=why,
         ) from None
     return UpstreamConnection(
         address,

@@ -270,7 +270,8 @@ class Exchange:
             await self.abort()
             raise UpstreamTimeout(
                 f"{self._where()} sent no response head within {timeout_s:g} s "
-                "(response_header_timeout_s)."
+                "(client.requestAttemptTimeoutMs).",
+                cause=f"no response head within {timeout_s:g} s",
             )
         if type(event) is not h11.Response:
             await self.abort()
@@ -316,7 +317,7 @@ class Exchange:
     # -- errors ----------------------------------------------------------------------------
 
     def _protocol_error(self, what: str) -> UpstreamProtocolError:
-        return UpstreamProtocolError(f"{self._where()} {what}.")
+        return UpstreamProtocolError(f"{self._where()} {what}.", cause=what)
 
     def _early_close(self, what: str) -> LinkerError | StaleConnection:
         """The error for a connection that broke: stale if nothing of the response came yet."""

@@ -250,3 +250,39 @@ def test_repr_shows_state() -> None:
 def test_config_errors_name_the_culprit(config: dict[str, object], named: str) -> None:
     with pytest.raises(ValueError, match=re.escape(named)):
         build_accrual_factory(config, random.Random(0))
+
+
+def test_the_last_failure_and_its_time_are_remembered() -> None:
+    acc = _consecutive(failures=3)
+    assert acc.last_error is None
+    acc.record(False, 1.0, "connection refused")
+    acc.record(True, 2.0)
+    acc.record(False, 3.0)  # no cause given: still named, never None once failed
+    assert (acc.last_error, acc.last_error_at_s) == ("a failure", 3.0)
+    acc.record(False, 4.0, "500 Internal Server Error from a classifier")
+    assert (acc.last_error, acc.last_error_at_s) == (
+        "500 Internal Server Error from a classifier",
+        4.0,
+    )
+
+
+def test_each_state_change_is_logged_once_with_its_cause(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="linker.policy.accrual")
+    acc = _consecutive(failures=2, delay_s=10.0)
+    acc.name = "10.0.0.1:80"
+    for t in range(2):
+        acc.record(False, float(t), "connection refused")
+    for t in range(2, 9):  # dead: requests keep coming, nothing more is logged
+        assert not acc.available(float(t))
+    _probe(acc, 11.0, ok=False)  # dead -> probing -> dead
+    _probe(acc, 21.0, ok=True)  # dead -> probing -> alive
+    lines = [r.getMessage() for r in caplog.records if r.name == "linker.policy.accrual"]
+    assert lines == [
+        "endpoint 10.0.0.1:80: alive -> dead for 10.0 s by failure accrual "
+        "(last error: connection refused)",
+        "endpoint 10.0.0.1:80: dead -> probing (its backoff has elapsed)",
+        "endpoint 10.0.0.1:80: probing -> dead for 10.0 s by failure accrual "
+        "(last error: a failure)",
+        "endpoint 10.0.0.1:80: dead -> probing (its backoff has elapsed)",
+        "endpoint 10.0.0.1:80: probing -> alive (the probe succeeded)",
+    ]
