@@ -97,7 +97,9 @@ class Interpreter(Protocol):
 
     Optionally also ``resolve_now(path, local_dtab) -> Destination | None``: the current
     answer if it is already known, without waiting (the router's hot path; None sends it to
-    :meth:`resolve`).
+    :meth:`resolve`), and ``async why_neg(path, local_dtab) -> str | None``: why the name
+    bound to ``neg`` when the interpreter knows better than the dtab (namerd: the namespace
+    does not exist), for the router's 502.
     """
 
     async def resolve(self, path: Path, local_dtab: Dtab) -> Destination:

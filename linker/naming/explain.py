@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from linker.config.model import LinkerConfig, RouterConfig
 from linker.naming.local_namers import NamerConfigError, fs_namer_settings
-from linker.naming.transport import DEFAULT_NAMESPACE, parse_dst
+from linker.naming.transport import DEFAULT_NAMESPACE, missing_namespace, parse_dst
 from shared import (
     ADDR_PENDING,
     Addr,
@@ -111,8 +111,23 @@ def _ask_namerd(interp: Mapping[str, Any], path: Path, dtab: Dtab) -> tuple[int,
             continue
         if len(body) > MAX_NAMERD_ANSWER_BYTES:
             return 502, f"namerd's explanation exceeds {MAX_NAMERD_ANSWER_BYTES} bytes\n"
+        if _namespace_missing(authority, namespace):
+            # namerd explains a missing namespace as an empty dtab; say what is wrong instead.
+            return 404, missing_namespace(namespace, host, port) + "\n"
         return 200, body.decode(errors="replace")
     return 502, f"cannot reach namerd to explain {path.show()}: {'; '.join(failures)}\n"
+
+
+def _namespace_missing(authority: str, namespace: str) -> bool:
+    """True when namerd at ``authority`` answers 404 for the namespace's dtab."""
+    url = f"http://{authority}/api/1/dtabs/{urllib.parse.quote(namespace, safe='')}"
+    try:
+        with urllib.request.urlopen(url, timeout=NAMERD_DELEGATE_TIMEOUT_S):
+            return False
+    except urllib.error.HTTPError as err:
+        return err.code == 404
+    except OSError:
+        return False
 
 
 def _no_dns(host: str, port: int) -> Addr:

@@ -42,7 +42,7 @@ from linker.naming.watches import (
     NamerdClient,
     Watch,
 )
-from shared import Addr, AddrPending, Bound, Dtab, NameTree, Path, leaves
+from shared import Addr, AddrPending, Bound, Dtab, NameTree, Neg, Path, leaves
 
 __all__ = ["NamerdHttpInterpreter", "tree_ids"]
 
@@ -174,6 +174,15 @@ class NamerdHttpInterpreter:
                 raise BindTimeout(self._timeout_message(path, watch, result))
             with trio.move_on_at(deadline):
                 await changes.wait_changed(generation)
+
+    async def why_neg(self, path: Path, local_dtab: Dtab) -> str | None:
+        """Why ``path`` bound to ``neg``, when it is namerd's to say: its namespace does not
+        exist (see :meth:`NamerdClient.why_neg`). None otherwise, or when it did not bind neg."""
+        watch = self.client.bind_watch(path, self._dtab_text(local_dtab))
+        value = watch.value
+        if not isinstance(value, BindValue) or not isinstance(value.tree, Neg):
+            return None
+        return await self.client.why_neg(watch)
 
     def _dtab_text(self, local_dtab: Dtab) -> str:
         """The ``dtab`` parameter for ``local_dtab``.

@@ -51,6 +51,7 @@ __all__ = [
     "connect",
     "decode_addr_line",
     "decode_bind_line",
+    "missing_namespace",
     "parse_dst",
     "watch_request",
 ]
@@ -194,6 +195,12 @@ async def connect(
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         return stream, (host, port)
     raise NamerdError("cannot connect to namerd: " + "; ".join(errors))
+
+
+def missing_namespace(namespace: str, host: str, port: int) -> str:
+    """What a client is told when namerd at ``host``:``port`` has no dtab ``namespace``
+    (namerd binds every name in a missing namespace to ``neg``, as in an empty dtab)."""
+    return f"namespace '{namespace}' does not exist in namerd at {host}:{port}"
 
 
 def watch_request(target: str, host: str, port: int, *, close: bool) -> h11.Request:

@@ -66,6 +66,7 @@ from linker.naming.transport import (
     connect,
     decode_addr_line,
     decode_bind_line,
+    missing_namespace,
     watch_request,
 )
 from shared import (
@@ -151,6 +152,10 @@ class Watch:
     # The value came from another worker's last-known state (see NamerdClient.import_last_known)
     # because namerd could not be reached; False again once namerd itself answers.
     last_known: bool = False
+    # For a bind watch whose value is neg: the value the namespace was last checked for, and
+    # what that found (NamerdClient.why_neg); a new value from namerd means a new check.
+    neg_checked: Any = field(default=None, repr=False)
+    neg_reason: str | None = field(default=None, repr=False)
 
     def is_connected(self) -> bool:
         """True while namerd's 200 answer is streaming to us."""
@@ -262,6 +267,7 @@ class NamerdClient:
         self._reached = trio.Event()
         #: Notified whenever any watch's value changes.
         self.changes = Changes()
+        self._neg_lock = trio.Lock()
         self._binds: dict[tuple[Path, str], Watch] = {}
         self._addrs: dict[Path, Watch] = {}
         self._nursery: trio.Nursery | None = None
@@ -476,6 +482,56 @@ class NamerdClient:
                 raise NamerdError(f"broken HTTP from namerd: {err}") from err
             except (trio.BrokenResourceError, OSError) as err:
                 raise NamerdError(f"connection to namerd lost: {err}") from err
+
+    async def why_neg(self, watch: Watch) -> str | None:
+        """Why ``watch`` (a bind watch whose tree is neg) bound to nothing, if namerd can say:
+        :func:`~linker.naming.transport.missing_namespace` when the namespace does not exist.
+
+        namerd answers a bind in a missing namespace as in an empty one (``neg``), so the
+        namespace is looked up (``GET /api/1/dtabs/<ns>``: 404 when missing), once per value
+        namerd sent for the watch: a failing route costs one extra request to namerd per
+        change of its binding, not one per request. None when the namespace exists, or when
+        namerd could not be asked (``connect_timeout_s``, then ``request_timeout_s``).
+        """
+        async with self._neg_lock:  # concurrent failing requests share one lookup
+            value = watch.value
+            if watch.neg_checked is not None and watch.neg_checked is value:
+                return watch.neg_reason
+            reason = None
+            try:
+                stream, dst = await connect(self.dst, self.connect_timeout_s)
+                async with stream:
+                    status = await self._status_of(stream, dst, f"/api/1/dtabs/{self._ns_quoted}")
+                if status == 404:
+                    reason = missing_namespace(self.namespace, *dst)
+            except NamerdError:
+                pass
+            watch.neg_checked, watch.neg_reason = value, reason
+            return reason
+
+    async def _status_of(
+        self, stream: trio.SocketStream, dst: tuple[str, int], target: str
+    ) -> int | None:
+        """The status of namerd's answer to one ``GET`` (None: none within
+        ``request_timeout_s``)."""
+        conn = h11.Connection(h11.CLIENT)
+        try:
+            await stream.send_all(
+                conn.send(watch_request(target, *dst, close=True))
+                + (conn.send(h11.EndOfMessage()) or b"")
+            )
+            with trio.move_on_after(self.request_timeout_s):
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(_RECEIVE_BYTES))
+                    elif isinstance(event, h11.Response):
+                        return int(event.status_code)
+                    elif isinstance(event, h11.ConnectionClosed):
+                        return None
+        except (h11.ProtocolError, trio.BrokenResourceError, OSError):
+            return None
+        return None
 
     async def _read_body(
         self, conn: h11.Connection, stream: trio.SocketStream, limit: int

@@ -422,8 +422,13 @@ class Router:
             )
         bound = pick_bound(dest, self.policies.rng)
         if bound is None:
+            why = _why_no_endpoints(path, dest)
+            why_neg = getattr(self.interpreter, "why_neg", None)
+            if why_neg is not None and isinstance(dest.tree, Neg):
+                with trio.CancelScope(deadline=trio.current_time() + backstop_s):
+                    why = await why_neg(path, local) or why
             raise NoEndpoints(
-                f"No hosts are available for {service}: {_why_no_endpoints(path, dest)}. "
+                f"No hosts are available for {service}: {why}. "
                 f"Dtab.local=[{overrides.show()}]. "
                 f"Explain the route: GET /delegator.json?path={quote(service)} on the admin port."
             )
