@@ -271,6 +271,10 @@ class Metrics:
         self.gauges: dict[str, Gauge] = {}
         self.histograms: dict[str, Histogram] = {}
         self.scopes: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+        #: Functions sampled at snapshot time for facts that are not numbers (an endpoint's
+        #: last error): written under the snapshot's ``details`` key, shown per worker by the
+        #: admin (``/admin/workers.json``), never merged (text cannot be summed).
+        self.details: dict[str, Callable[[], Any]] = {}
         self._dropped = Counter()
         self.root = Scope(self, "", "", ())
 
@@ -322,6 +326,16 @@ class Metrics:
                 self.histograms[name] = h
         return h
 
+    def detail(self, name: str, fn: Callable[[], Any]) -> None:
+        """Sample ``fn`` (returning a JSON-able value) into every snapshot's ``details``.
+
+        Bounded like the series: past ``max_series`` names it is dropped (and counted).
+        """
+        if name not in self.details and len(self.details) >= self.max_series:
+            self._dropped.value += 1
+            return
+        self.details[name] = fn
+
     def incr(self, name: str, n: int = 1) -> None:
         """Convenience for cold paths; hot paths should keep the :class:`Counter` handle."""
         self.counter(name).incr(n)
@@ -349,6 +363,8 @@ class Metrics:
             removed += 1
         for k in doomed(self.scopes):
             del self.scopes[k]
+        for k in doomed(self.details):
+            del self.details[k]
         return removed
 
     def snapshot(self) -> dict[str, Any]:
@@ -358,6 +374,10 @@ class Metrics:
             # A gauge function belongs to the caller; a broken one must not cost the snapshot.
             with contextlib.suppress(Exception):
                 gauges[name] = g.read()
+        details: dict[str, Any] = {}
+        for name, fn in self.details.items():
+            with contextlib.suppress(Exception):  # as for gauges: never cost the snapshot
+                details[name] = fn()
         counters = {name: c.value for name, c in self.counters.items()}
         if self._dropped.value:
             counters["metrics/dropped"] = self._dropped.value
@@ -369,6 +389,7 @@ class Metrics:
             "gauges": gauges,
             "histograms": {name: h.snapshot() for name, h in self.histograms.items()},
             "scopes": {p: [prom, dict(labels)] for p, (prom, labels) in self.scopes.items()},
+            "details": details,
         }
 
     def write_snapshot(self, metrics_dir: str, snapshot: dict[str, Any] | None = None) -> None:

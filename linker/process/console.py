@@ -10,7 +10,8 @@ which :func:`serves` is true to :func:`answer` (GET and HEAD only):
 ``/delegator``                     the dtab playground (``/delegator.json`` drawn as a tree)
 ``/console/<file>``                the shared CSS and JavaScript
 ``/admin/ready``                   200 ``ready`` or 503 with the reasons, one per line
-``/admin/workers.json``            each live worker's pid and namerd watch state
+``/admin/workers.json``            each live worker's pid and namerd watch state, and each
+                                   endpoint's last error (the freshest any worker saw)
 ``/admin/index.json``              every admin endpoint (:data:`ENDPOINTS`)
 =================================  ============================================================
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -61,6 +63,10 @@ log = logging.getLogger("linker.admin")
 READY_PROBE_TIMEOUT_S: Final = 1.0
 
 _NAMERD = "io.l5d.namerd.http"
+# A worker snapshot's detail of one client's endpoints (linker.routing.policies).
+_ENDPOINT_DETAIL: Final = re.compile(
+    r"^rt/(?P<label>[^/]+)/client/(?P<client>.+)/loadbalancer/endpoints$"
+)
 _HTML = "text/html; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
@@ -73,7 +79,7 @@ ENDPOINTS: Final[tuple[tuple[str, str, str], ...]] = (
     ("/admin/ready", "GET", "readiness: 200 ready, or 503 and why"),
     ("/admin/metrics.json", "GET", "metrics, Linkerd's flat names (?pretty=1)"),
     ("/admin/metrics/prometheus", "GET", "metrics, Prometheus text format"),
-    ("/admin/workers.json", "GET", "each worker's pid and namerd watch state"),
+    ("/admin/workers.json", "GET", "each worker's namerd watch state; endpoints' last errors"),
     ("/admin/index.json", "GET", "this list"),
     ("/config.json", "GET", "the config the workers run"),
     ("/delegator.json", "GET, POST", "how a path routes (path, dtab, router)"),
@@ -110,8 +116,12 @@ def answer(admin: AdminServer, path: str) -> tuple[int, bytes, str]:
 
 
 def workers(admin: AdminServer) -> dict[str, Any]:
-    """Each live worker's pid and the namerd watch gauges of its routers (not summed)."""
+    """Each live worker's pid and the namerd watch gauges of its routers (not summed), and
+    ``endpoints``: per router, client and endpoint address, the freshest last error any worker
+    saw (``{"last_error", "last_error_age_s", "pid"}``; the workers' ``loadbalancer/endpoints``
+    snapshot details). Errors are text, so they are picked, not merged: the most recent wins."""
     out = []
+    errors: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for snap in live_snapshots(admin.metrics_dir):
         namerd: dict[str, dict[str, float]] = {}
         for name, value in (snap.get("gauges") or {}).items():
@@ -119,7 +129,24 @@ def workers(admin: AdminServer) -> dict[str, Any]:
             if sep and str(name).startswith("rt/"):
                 namerd.setdefault(label, {})[stat] = value
         out.append({"pid": snap.get("pid"), "namerd": namerd})
-    return {"workers": sorted(out, key=lambda w: int(w["pid"] or 0))}
+        for name, eps in (snap.get("details") or {}).items():
+            where = _ENDPOINT_DETAIL.match(str(name))
+            if where is None or not isinstance(eps, list):
+                continue
+            # Named as the dashboard names clients: "/" and the id of the metric names.
+            client = errors.setdefault(where["label"], {}).setdefault(f"/{where['client']}", {})
+            for ep in eps:
+                age = ep.get("last_error_age_s") if isinstance(ep, dict) else None
+                if not isinstance(age, int | float):
+                    continue
+                seen = client.get(str(ep.get("address")))
+                if seen is None or age < seen["last_error_age_s"]:
+                    client[str(ep.get("address"))] = {
+                        "last_error": ep.get("last_error"),
+                        "last_error_age_s": age,
+                        "pid": snap.get("pid"),
+                    }
+    return {"workers": sorted(out, key=lambda w: int(w["pid"] or 0)), "endpoints": errors}
 
 
 def _namerd_routers(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

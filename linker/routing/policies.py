@@ -25,6 +25,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import trio
 
 from linker.config.model import RouterConfig
 from linker.metrics import Counter, Histogram, Scope
@@ -77,6 +80,27 @@ def _balancer_stat(bal: Balancer, name: str) -> Callable[[], float]:
 
 def _retry_stat(policy: RetryPolicy, name: str) -> Callable[[], float]:
     return lambda: float(policy.stats()[name])
+
+
+def _endpoint_details(bal: Balancer) -> Callable[[], list[dict[str, Any]]]:
+    """Each endpoint's state and last error, for the dashboard (a metrics detail)."""
+
+    def sample() -> list[dict[str, Any]]:
+        try:
+            now_s = trio.current_time()
+        except RuntimeError:  # the last snapshot, written after the trio run ended
+            return []
+        return [
+            {
+                "address": ep.address,
+                "state": ep.state,
+                "last_error": ep.last_error,
+                "last_error_age_s": None if ep.age_s is None else round(ep.age_s, 1),
+            }
+            for ep in bal.endpoints(now_s)
+        ]
+
+    return sample
 
 
 class RouterPolicies:
@@ -164,6 +188,7 @@ class RouterPolicies:
             for stat in ("size", "available", "removals", "revivals"):
                 client.gauge(f"loadbalancer/{stat}", _balancer_stat(bal, stat))
             self._endpoint_gauges(client, bal)
+            client.metrics.detail(client.name("loadbalancer/endpoints"), _endpoint_details(bal))
             known = self._clients[bound_id] = ClientPolicy(
                 id_text,
                 addr,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import httpx
@@ -96,4 +97,24 @@ def test_the_numbers_are_the_metrics_after_known_traffic(driver: Any, stack: Sta
             stack.get("dash")
             stack.get("app")
         screenshot(driver, "dashboard.png")
+    assert page_errors(driver) == []
+
+
+def test_an_endpoints_last_error_is_shown(driver: Any, stack: Stack) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # closed again at once: nothing listens on that port
+        port = int(s.getsockname()[1])
+    dtab = f"/svc/gone => /$/inet/127.0.0.1/{port}"
+    r = httpx.get(stack.linker.url, headers={"Host": "gone", "l5d-dtab": dtab}, timeout=10)
+    assert r.status_code == 502
+    driver.get(stack.linker.admin + "/")
+    shown = wait_for(
+        lambda: (
+            driver.find_element(
+                By.CSS_SELECTOR, f"li[data-endpoint='127.0.0.1:{port}'] .last-error"
+            ).text
+        ),
+        "the endpoint's last error",
+    )
+    assert "last error: connection refused (" in shown
     assert page_errors(driver) == []

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -21,6 +22,9 @@ from .linker_proc import Linker, namerd_interpreter, running_linker
 from .namerd_proc import Namerd, running_namerd
 
 pytestmark = pytest.mark.redis
+
+#: Upper bound for anything we wait for; only limits a broken test.
+WAIT_S = 10.0
 
 
 @pytest.fixture
@@ -77,3 +81,23 @@ def test_the_first_request_to_a_closed_port_names_it(tmp_path: Path) -> None:
     dead = [line for line in log.splitlines() if change in line]
     assert len(dead) == 1, log
     assert "connection refused" in dead[0]
+
+
+def test_the_admin_exports_each_endpoints_last_error(tmp_path: Path) -> None:
+    port = closed_port()
+    router = f"  dtab: /svc/users => /$/inet/127.0.0.1/{port};\n"
+    with running_linker(tmp_path, router, workers=2) as lk:
+        assert httpx.get(lk.url + "/", headers={"Host": "users"}, timeout=10).status_code == 502
+
+        def last_error() -> object:
+            eps = httpx.get(f"{lk.admin}/admin/workers.json", timeout=5).json()["endpoints"]
+            return eps.get("outgoing", {}).get(f"/$/inet/127.0.0.1/{port}", {})
+
+        deadline = time.monotonic() + WAIT_S
+        while not (seen := last_error()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the workers write their snapshots every second
+    assert isinstance(seen, dict), seen
+    entry = seen[f"127.0.0.1:{port}"]
+    assert entry["last_error"] == "connection refused"
+    assert entry["last_error_age_s"] >= 0
+    assert isinstance(entry["pid"], int)

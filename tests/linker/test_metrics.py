@@ -325,3 +325,16 @@ def test_to_prometheus_without_scopes_and_with_prefix() -> None:
 def test_prometheus_names_are_sanitised(bad: str) -> None:
     text = to_prometheus({"counters": {f"x/{bad}": 1}, "gauges": {}, "histograms": {}})
     assert "x:a_b 1" in text.splitlines()
+
+
+def test_details_are_sampled_into_the_snapshot_and_removed_with_their_scope() -> None:
+    m = Metrics()
+    errors = ["connection refused"]
+    m.detail("rt/a/client/x/loadbalancer/endpoints", lambda: list(errors))
+    m.detail("rt/a/client/y/broken", lambda: 1 / 0)
+    errors.append("a failure")
+    details = m.snapshot()["details"]
+    # Sampled when the snapshot is taken; a broken function costs only its own entry.
+    assert details == {"rt/a/client/x/loadbalancer/endpoints": ["connection refused", "a failure"]}
+    m.remove("rt/a/client/x")
+    assert m.snapshot()["details"] == {}
