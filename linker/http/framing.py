@@ -76,7 +76,9 @@ class ChunkLineGuard:
 
     def _size_line(self, line: bytes) -> None:
         if b"\r" in line[:-1]:
-            raise BadChunkLine(f"a chunk-size line contains a bare CR: {line[:80]!r}")
+            # Escaped as text (\r, \x00), not as a Python bytes repr: it reaches the client.
+            shown = line[:80].decode("latin-1").encode("unicode_escape").decode("ascii")
+            raise BadChunkLine(f"a chunk-size line contains a bare CR: '{shown}'")
         if not line.endswith(b"\r"):
             # A bare LF ends it: h11 needs CRLF there and reads on past this LF, so stop
             # following rather than disagree with it about where the next line starts.

@@ -310,8 +310,9 @@ class DefaultInterpreter:
             if trio.current_time() >= deadline:
                 pending = cached.pending_id.show() if cached.pending_id else "?"
                 raise BindTimeout(
-                    f"binding {path.show()} timed out after {self.bind_timeout_s}s waiting for "
-                    f"the addresses of {pending} (DNS has not answered)"
+                    f"binding {path.show()} timed out after {self.bind_timeout_s * 1000:g} ms "
+                    f"(bindingTimeoutMs) waiting for the addresses of {pending} "
+                    "(DNS has not answered)"
                 )
             with trio.move_on_at(deadline):
                 await self.changes.wait_changed(cached.generation)
