@@ -190,7 +190,7 @@ def _no_live_endpoint(
             f"for {service}{also})"
         )
         if last is None:
-            return NoEndpoints(message + "; the rest are marked dead by failure accrual.")
+            return NoEndpoints(message + "; failure accrual has no live endpoint left to try.")
         return type(last)(message + ".", cause=last.cause)
     dead = [s.describe() for s in states]
     return NoEndpoints(
