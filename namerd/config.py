@@ -11,7 +11,7 @@ Config file shape (namerd's; unknown keys are an error naming the key and its fi
     interfaces: [{kind: io.l5d.httpController, ip: 127.0.0.1, port: 4180, allowedHosts: []}]
     auth:       {token: s3cret}           # or NAMERD_TOKEN; guards writes only; printable ASCII
     limits:     {maxBodyBytes: 1048576, lookupTimeoutMs: 10000, delegateTimeoutMs: 2000,
-                 watchHeartbeatMs: 15000,
+                 watchHeartbeatMs: 15000, namesInUseRefreshMs: 5000,
                  storedDtabBudget: {maxNodes: 100000, maxResultNodes: 20000,
                                     maxOutputBytes: 16777216},
                  requestDtabBudget: {maxNodes: 4000, maxResultNodes: 1000,
@@ -59,6 +59,9 @@ limits.lookupTimeoutMs   10000           non-watch bind/addr/resolve waiting for
 limits.delegateTimeoutMs 2000            delegate explanation -> 503 ``Request timed out.``
 limits.watchHeartbeatMs  15000           a watch stream gets a ``\\n`` after this long with nothing
                                          written to it
+limits.namesInUseRefreshMs 5000          each worker tells Redis which names its watches bind
+                                         this often; a dry run counts a name reported within
+                                         3 periods (``namerd.runtime``, "Names in use")
 limits.*DtabBudget       see below       the work one bind or delegate may do (stored dtab /
                                          with a request's ``dtab=``, tighter)
 workers                  2               gunicorn worker processes (``--workers``)
@@ -209,6 +212,7 @@ class Limits:
     lookup_timeout_ms: int = 10_000
     delegate_timeout_ms: int = 2_000
     watch_heartbeat_ms: int = 15_000
+    names_in_use_refresh_ms: int = 5_000
     stored_dtab_budget: WorkBudget = STORED_DTAB_BUDGET
     request_dtab_budget: WorkBudget = REQUEST_DTAB_BUDGET
 
@@ -403,6 +407,7 @@ def parse_config(
         lim.positive_int("lookupTimeoutMs", _DEFAULT_LIMITS.lookup_timeout_ms),
         lim.positive_int("delegateTimeoutMs", _DEFAULT_LIMITS.delegate_timeout_ms),
         lim.positive_int("watchHeartbeatMs", _DEFAULT_LIMITS.watch_heartbeat_ms),
+        lim.positive_int("namesInUseRefreshMs", _DEFAULT_LIMITS.names_in_use_refresh_ms),
         *(
             budget_from_config(
                 lim.get(key), f"limits.{key}", default, pos=lim.key_pos(key), error=ConfigError

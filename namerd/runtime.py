@@ -11,6 +11,13 @@ task listens only to the Notifier topics its answer depends on: ``("dtab", <ns>)
 :class:`DtabCache` notifies when that namespace's dtab changes, and ``("names", ...)`` for the
 namers, DNS and the address mirror. So 40 streams of one bind cost one bind per change, and a
 write to namespace B costs nothing to the watches of namespace A.
+
+Names in use. A dry run of a dtab change (``namerd.http.history``) shows the names linkers
+route through the namespace. Each worker knows its own bind/resolve watches
+(:meth:`SharedWatches.names_in_use`), so :class:`Runtime` writes them to Redis every
+``limits.namesInUseRefreshMs`` (``namerd.storage.store``, "Names in use") and
+:meth:`Runtime.names_in_use` answers with its own names plus those any worker or replica
+reported within :data:`NAMES_IN_USE_TTL_REFRESHES` refreshes.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -256,6 +264,15 @@ class SharedWatch:
         self._changed.fire()
 
 
+#: A name another worker reported stays "in use" for this many of its refresh periods, so one
+#: late or failed refresh does not drop it.
+NAMES_IN_USE_TTL_REFRESHES = 3
+
+#: The lookups whose watches make a name "in use": they bind a path through a namespace. Their
+#: shared keys are ``(media type, (kind, namespace, path, local dtab))`` (``namerd.http.lookups``).
+_BINDING_KINDS = frozenset({"bind", "resolve"})
+
+
 class SharedWatches:
     """The worker's distinct watches, by key: one computation per key, shared by its streams.
 
@@ -280,6 +297,15 @@ class SharedWatches:
 
     def __iter__(self) -> Iterator[SharedWatch]:
         return iter(list(self._watches.values()))
+
+    def names_in_use(self) -> dict[str, set[str]]:
+        """Namespace -> the paths this worker's bind/resolve watches bind right now."""
+        names: dict[str, set[str]] = {}
+        for key in self._watches:
+            inner = key[1] if isinstance(key, tuple) and len(key) == 2 else None
+            if isinstance(inner, tuple) and len(inner) == 4 and inner[0] in _BINDING_KINDS:
+                names.setdefault(str(inner[1]), set()).add(str(inner[2]))
+        return names
 
     def acquire(self, key: Hashable, make_source: Callable[[], WatchSource]) -> SharedWatch:
         """The watch of ``key``, with one more stream; started if it is new."""
@@ -367,10 +393,41 @@ class Runtime:
         self.interpreter = Interpreter(self.namers, self.inet, mirror=self.mirror)
         self.dtabs = DtabCache(self.store, self.notifier)
         self.watches = SharedWatches(self.notifier, self.metrics)
+        self._in_use_task = asyncio.create_task(self._report_names_in_use(), name="names-in-use")
+
+    def _names_ttl_ms(self) -> int:
+        return NAMES_IN_USE_TTL_REFRESHES * self.config.limits.names_in_use_refresh_ms
+
+    async def _report_names_in_use(self) -> None:
+        """Every ``namesInUseRefreshMs``: tell Redis which names this worker watches."""
+        period_s = self.config.limits.names_in_use_refresh_ms / 1000
+        while True:
+            try:
+                await self.store.mark_names_in_use(
+                    self.watches.names_in_use(), int(time.time() * 1000), self._names_ttl_ms()
+                )
+            except StorageError as err:  # advisory data: the next round tries again
+                log.debug("names in use not reported: %s", err)
+            await asyncio.sleep(period_s)
+
+    async def names_in_use(self, namespace: str) -> set[str]:
+        """The paths of ``namespace`` watched by this worker, or by any worker or replica that
+        reported them recently; this worker's alone when Redis is down."""
+        mine = self.watches.names_in_use().get(namespace, set())
+        try:
+            theirs = await self.store.names_in_use(
+                namespace, int(time.time() * 1000), self._names_ttl_ms()
+            )
+        except StorageError as err:
+            log.debug("names in use of other workers unknown: %s", err)
+            return set(mine)
+        return mine | theirs
 
     async def aclose(self) -> None:
         """Release every resource; safe to call after a partial start."""
         self.shutdown.set()
+        if hasattr(self, "_in_use_task"):
+            await cancel_and_wait([self._in_use_task])
         if hasattr(self, "watches"):
             await self.watches.aclose()
         if hasattr(self, "dtabs"):

@@ -11,12 +11,11 @@
 
 The names in use
 ----------------
-A dry run binds every name this worker currently serves a ``watch=1`` bind or resolve stream for
-in that namespace (those are the linkers' routes), plus every ``path`` parameter. The open
-streams are read from the worker's shared watches (``namerd.runtime.SharedWatches``, keyed as
-``namerd.http.lookups`` keys bind/resolve watches), so this is known per worker process only:
-with several workers (or replicas), a dry run sees the names of the worker that answers it;
-pass ``path`` for names that must be in the answer.
+A dry run binds every name a namerd worker currently serves a ``watch=1`` bind or resolve stream for
+in that namespace, i.e. the linkers' routes (``Runtime.names_in_use``: this worker's own
+streams at once, and those every other worker and replica sharing the Redis reports each
+``limits.namesInUseRefreshMs``), plus every ``path`` parameter. With Redis down it shows the
+answering worker's names alone; pass ``path`` for names that must be in the answer.
 
 Each name is bound with the stored dtab (empty if the namespace does not exist) and with the
 proposed one, waiting at most ``limits.lookupTimeoutMs`` for pending addresses (after that, a
@@ -26,7 +25,6 @@ binding failure (a loop) is ``{"type":"exception","path":..,"message":..}``, as 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import falcon
@@ -35,31 +33,10 @@ import falcon.asgi
 from namerd.http.dtabs import etag, read_dtab_body
 from namerd.http.problems import HTTPProblem, unparsable
 from namerd.http.resource import JSON, Resource, json_line, namespace_of
-from namerd.runtime import SharedWatch
 from shared import Bound, DelegationError, Dtab, DtabParseError, NameTree, Path
 from shared.wire import bound_tree_to_json, dtab_to_json
 
-__all__ = ["DtabDiff", "DtabHistory", "watched_paths"]
-
-#: The lookups whose ``watch=1`` streams make a name "in use": they bind through a namespace.
-_TRACKED = frozenset({"bind", "resolve"})
-
-
-def watched_paths(watches: Iterable[SharedWatch], namespace: str) -> set[str]:
-    """The paths of ``namespace`` that open bind/resolve watch streams of this worker bind.
-
-    Shared watch keys are ``(content type, (kind, namespace, path, local dtab))`` for those
-    lookups (``namerd.http.lookups``); other keys are skipped.
-    """
-    paths: set[str] = set()
-    for watch in watches:
-        key = watch.key
-        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], tuple)):
-            continue
-        inner = key[1]
-        if len(inner) == 4 and inner[0] in _TRACKED and inner[1] == namespace:
-            paths.add(str(inner[2]))
-    return paths
+__all__ = ["DtabDiff", "DtabHistory"]
 
 
 class DtabHistory(Resource):
@@ -93,7 +70,7 @@ class DtabDiff(Resource):
         namespace_of(ns)
         proposed = read_dtab_body(req, await self.body(req))
         asked = _path_params(req)
-        watched = watched_paths(self.rt.watches, ns)
+        watched = await self.rt.names_in_use(ns)
         current = await self.rt.dtab(ns)
         before = current.dtab if current is not None else Dtab.empty()
         paths = sorted(watched | {p.show() for p in asked})

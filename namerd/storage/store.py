@@ -15,6 +15,9 @@ Redis layout (``P`` is the key prefix, ``namerd:`` by default)
 ``P history:<ns>``                 list    the last writes to ``<ns>``, newest first, one JSON
                                            object each (see "History" below); kept after a
                                            delete
+``P inuse:<ns>``                   zset    paths of ``<ns>`` that some namerd worker serves a
+                                           bind/resolve watch for, scored by when it last said
+                                           so (ms since the epoch; see "Names in use")
 ``P chan:dtab:<ns>``               chan    published on every write to ``<ns>``; the payload is
                                            the new version, or ``-`` on delete
 ``P chan:list``                    chan    published when a namespace is created (``+<ns>``)
@@ -28,6 +31,15 @@ checks, writes the hash, keeps the set in step, bumps the counter, records the w
 history, and PUBLISHes. So a notification is never sent for a write that did not happen, and
 a write never happens without its notification (or its history entry). The scripts touch
 several keys, so Redis Cluster is not supported; use a single primary or Sentinel.
+
+Names in use
+------------
+A dry run of a dtab change shows the names the linkers route through that namespace, and each
+namerd worker knows only its own watch streams. So every worker writes the paths it watches
+into ``P inuse:<ns>`` (ZADD with the time as score) every ``limits.namesInUseRefreshMs``
+(``namerd.runtime``), and a dry run reads the paths seen within a few refreshes. Old members
+are trimmed on each write, and the key expires if no worker refreshes it. This is advisory:
+with Redis down a dry run shows the answering worker's names alone.
 
 Versions
 --------
@@ -91,7 +103,7 @@ import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -483,6 +495,43 @@ class RedisDtabStore:
         stop = -1 if limit is None else limit - 1
         raw = await self._read(lambda: self._redis.lrange(self._history_key(namespace), 0, stop))
         return [e for e in (_parse_entry(text(r)) for r in raw) if e is not None]
+
+    def _in_use_key(self, namespace: str) -> str:
+        return f"{self.key_prefix}inuse:{namespace}"
+
+    async def mark_names_in_use(
+        self, names: Mapping[str, Iterable[str]], now_ms: int, ttl_ms: int
+    ) -> None:
+        """Record that this worker watches ``names`` (namespace -> paths) at ``now_ms``.
+
+        Members older than ``ttl_ms`` are trimmed, and a key nobody refreshes expires after
+        ``ttl_ms`` ("Names in use").
+
+        Raises:
+            StorageError: Redis is down or failed.
+        """
+        if not names:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for namespace, paths in names.items():
+            key = self._in_use_key(namespace)
+            members = dict.fromkeys(paths, now_ms)
+            if members:
+                pipe.zadd(key, members)
+            pipe.zremrangebyscore(key, "-inf", now_ms - ttl_ms)
+            pipe.pexpire(key, ttl_ms)
+        await self._read(pipe.execute)  # idempotent: repeating it records the same thing
+
+    async def names_in_use(self, namespace: str, now_ms: int, ttl_ms: int) -> set[str]:
+        """The paths of ``namespace`` some worker said it watches within ``ttl_ms``.
+
+        Raises:
+            InvalidNamespace: bad name. StorageError: Redis is down or failed.
+        """
+        validate_namespace(namespace)
+        key = self._in_use_key(namespace)
+        raw = await self._read(lambda: self._redis.zrangebyscore(key, now_ms - ttl_ms, "+inf"))
+        return {text(m) for m in raw}
 
     async def _read_list(self) -> tuple[str, ...]:
         members = await self._read(lambda: self._redis.smembers(self._namespaces_key))

@@ -5,10 +5,28 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
-from .conftest import Serve
+from namerd.config import load_config
+
+from .conftest import Serve, started
+from .test_watch_fanout import Stream
+
+#: Upper bound of a wait for another worker's report; it only bounds a broken test.
+WAIT_S = 10.0
+
+
+async def eventually_async(get: Callable[[], Awaitable[object]], want: object) -> None:
+    """Poll ``get()`` until it returns ``want``; fail after ``WAIT_S``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while (got := await get()) != want:
+        assert loop.time() < deadline, f"still {got!r}, want {want!r}"
+        await asyncio.sleep(0.02)
+
 
 pytestmark = pytest.mark.redis
 
@@ -179,5 +197,42 @@ def test_diff_errors_and_a_missing_namespace(serve: Serve) -> None:
             # No names in use and none asked for: an empty comparison, not an error.
             r = await api.post("/api/1/dtabs/nope/diff", content="/a=>/b", headers=DTAB_TEXT)
             assert (r.status_code, r.json()["names"]) == (200, [])
+
+    asyncio.run(scenario())
+
+
+def test_diff_sees_the_names_other_workers_watch(redis_url: str, tmp_path: Path) -> None:
+    """Two workers (two Runtimes on one Redis): a bind watch on one is a name in use in the
+    other's dry run, once the first has reported it; it stops counting when the stream ends."""
+    config_file = tmp_path / "namerd.yaml"
+    config_file.write_text("limits:\n  namesInUseRefreshMs: 50\n", encoding="utf-8")
+    config = load_config(str(config_file))
+
+    async def scenario() -> None:
+        async with (
+            started(config, redis_url) as (a, api_a),
+            started(config, redis_url) as (
+                _,
+                api_b,
+            ),
+        ):
+            r = await api_a.put(
+                "/api/1/dtabs/fleet", content="/svc=>/$/inet/127.0.0.1/1", headers=DTAB_TEXT
+            )
+            assert r.status_code == 204
+            stream = Stream(a, "/api/1/bind/fleet", path="/svc/watched")
+            await stream.next()
+
+            async def watched_in_b() -> set[str]:
+                r = await api_b.post(
+                    "/api/1/dtabs/fleet/diff", content="/svc=>/$/nil", headers=DTAB_TEXT
+                )
+                assert r.status_code == 200, r.text
+                return {n["path"] for n in r.json()["names"] if n["watched"]}
+
+            await eventually_async(watched_in_b, {"/svc/watched"})
+            await stream.close()
+            # Entries age out after three refreshes once nobody reports them.
+            await eventually_async(watched_in_b, set())
 
     asyncio.run(scenario())
