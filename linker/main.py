@@ -1,15 +1,17 @@
 """``linker``: the data plane. A synchronous pre-fork master supervising N trio workers.
 
-    linker [CONFIG | -c CONFIG] [--workers N] [--validate]
+    linker [CONFIG | -c CONFIG] [--workers N] [--validate] [--log-level LEVEL] [--version]
 
 The master (``linker.process.master``) binds every router's listeners and the admin port, forks the
 workers and supervises them; each worker (:func:`worker_main`) runs one trio loop serving all
 routers on the inherited sockets, with its own namerd watches and upstream connection pool.
+
+Logging is configured once, in the master, before it forks: the workers inherit the root logger's
+handler and ``--log-level``, and so do the workers a SIGHUP reload respawns.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -38,6 +40,7 @@ from linker.process.master import ListenError, Master, MasterSettings
 from linker.process.worker import WorkerContext
 from linker.routing.policies import RouterPolicies
 from linker.routing.router import Router
+from shared.cli import OneLineParser, add_cli_habits
 from shared.configtree import error_line, listen_hint
 
 __all__ = ["main", "worker_main"]
@@ -86,6 +89,13 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                         )
                     )
             ctx.ready()
+            # Shows (with --log-level debug) that the master's level reached the workers.
+            log.debug(
+                "worker %d (pid %d) serving %d routers",
+                ctx.worker_id,
+                os.getpid(),
+                len(config.routers),
+            )
         # Every server has drained (shutdown was set and in-flight requests finished).
         background.cancel_scope.cancel()
     for pool in pools:
@@ -144,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     config is wrong or the linker cannot start (one line on stderr: ``file:line:col: ...`` at
     the key at fault, or ``linker: ...``); otherwise the master's (``linker.process.master``).
     """
-    parser = argparse.ArgumentParser(prog="linker", description="The linker data plane.")
+    parser = OneLineParser(prog="linker", description="The linker data plane.")
     parser.add_argument("config", nargs="?", help="config file (YAML; - for stdin)")
     parser.add_argument("-c", "--config", dest="config_opt", help="config file (same as CONFIG)")
     parser.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
     parser.add_argument("--validate", action="store_true", help="check the config and exit")
+    add_cli_habits(parser)
     args = parser.parse_args(argv)
     path = args.config_opt or args.config
     try:
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"linker: {config.source}: configuration is valid")
         return 0
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s linker %(process)d %(levelname)s %(message)s"
+        level=args.log_level, format="%(asctime)s linker %(process)d %(levelname)s %(message)s"
     )
 
     try:
