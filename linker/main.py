@@ -26,12 +26,14 @@ import trio
 from linker.config.load import (
     ConfigError,
     LinkerConfig,
+    RouterConfig,
     load_config,
     pool_limits,
     router_identifier,
     router_interpreter,
     server_limits,
 )
+from linker.http.accesslog import AccessLog
 from linker.http.server import serve_listeners
 from linker.http.upstream import UpstreamPool
 from linker.naming.explain import make_delegate
@@ -53,6 +55,7 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
     config: LinkerConfig = ctx.config
     listeners = ctx.trio_listeners()
     pools: list[UpstreamPool] = []
+    access_logs: list[AccessLog] = []
     async with trio.open_nursery() as background:
         async with trio.open_nursery() as serving:
             for router_cfg in config.routers:
@@ -75,6 +78,10 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                 )
                 pools.append(pool)
                 policies = RouterPolicies(router_cfg, ctx.metrics.router(router_cfg.label))
+                access_log = _open_access_log(router_cfg)
+                if access_log is not None:
+                    access_logs.append(access_log)
+                    await background.start(access_log.run)
                 socks = listeners.get(router_cfg.label, [])
                 for server_cfg, listener in zip(router_cfg.servers, socks, strict=True):
                     router = Router(router_cfg, server_cfg, identifier, interpreter, pool, policies)
@@ -86,6 +93,7 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                             server_limits(router_cfg, server_cfg),
                             shutdown=shutdown,
                             on_event=_events(ctx, router_cfg.label),
+                            on_response=access_log.record if access_log else None,
                         )
                     )
             ctx.ready()
@@ -100,6 +108,20 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
         background.cancel_scope.cancel()
     for pool in pools:
         await pool.aclose()
+    for access_log in access_logs:
+        access_log.close()
+
+
+def _open_access_log(router: RouterConfig) -> AccessLog | None:
+    """This worker's writer of the router's ``httpAccessLog`` (opened anew by every worker, so
+    a SIGHUP's new workers reopen a file logrotate renamed)."""
+    if router.http_access_log is None:
+        return None
+    return AccessLog(
+        router.http_access_log,
+        flush_interval_ms=router.http_access_log_flush_interval_ms,
+        buffer_bytes=router.http_access_log_buffer_kb * 1024,
+    )
 
 
 def _interpreter_gauges(ctx: WorkerContext, label: str, interpreter: Any) -> None:
