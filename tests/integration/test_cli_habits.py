@@ -7,6 +7,7 @@ linker workers under parallel requests, every line whole and matching what the c
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,6 +38,16 @@ def run(module: str, *args: str, cwd: Path | None = None) -> subprocess.Complete
         cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
+
+
+@contextlib.contextmanager
+def service_a(tmp: Path) -> Iterator[str]:
+    """A backend named ``a`` in an fs namer's directory; yields the linker's ``namers:`` YAML."""
+    with backend("a") as a:
+        disco = tmp / "disco"
+        disco.mkdir()
+        (disco / "a").write_text(f"127.0.0.1 {a.port}\n")
+        yield f"namers:\n- kind: io.l5d.fs\n  rootDir: {disco}\n"
 
 
 @pytest.mark.parametrize("prog", sorted(COMMANDS))
@@ -65,11 +77,7 @@ def test_bare_namerctl_is_a_usage_error() -> None:
 
 
 def test_debug_level_reaches_the_linker_workers(tmp_path: Path) -> None:
-    with backend("a") as a:
-        disco = tmp_path / "disco"
-        disco.mkdir()
-        (disco / "a").write_text(f"127.0.0.1 {a.port}\n")
-        top = f"namers:\n- kind: io.l5d.fs\n  rootDir: {disco}\n"
+    with service_a(tmp_path) as top:
         router = "  dtab: /svc => /#/io.l5d.fs;\n"
         with running_linker(
             tmp_path, router, workers=2, top=top, args=("--log-level", "DEBUG")
@@ -114,11 +122,7 @@ def _append_offset(pid: int, path: Path) -> int | None:
 
 def test_access_log_lines_from_two_workers_are_whole_and_match(tmp_path: Path) -> None:
     access = tmp_path / "access.log"
-    with backend("a") as a:
-        disco = tmp_path / "disco"
-        disco.mkdir()
-        (disco / "a").write_text(f"127.0.0.1 {a.port}\n")
-        top = f"namers:\n- kind: io.l5d.fs\n  rootDir: {disco}\n"
+    with service_a(tmp_path) as top:
         # A 1 KiB buffer: the workers write many batches while the requests run.
         router = (
             "  dtab: /svc => /#/io.l5d.fs;\n"
@@ -174,11 +178,7 @@ def test_access_log_lines_from_two_workers_are_whole_and_match(tmp_path: Path) -
 def test_access_log_is_reopened_by_the_workers_a_sighup_starts(tmp_path: Path) -> None:
     """logrotate without copytruncate: rename the file, SIGHUP, the new workers write anew."""
     access = tmp_path / "access.log"
-    with backend("a") as a:
-        disco = tmp_path / "disco"
-        disco.mkdir()
-        (disco / "a").write_text(f"127.0.0.1 {a.port}\n")
-        top = f"namers:\n- kind: io.l5d.fs\n  rootDir: {disco}\n"
+    with service_a(tmp_path) as top:
         router = "  dtab: /svc => /#/io.l5d.fs;\n  httpAccessLog: access.log\n"
         with running_linker(tmp_path, router, workers=1, top=top) as lk:
             assert httpx.get(lk.url + "/before", headers={"Host": "a"}).status_code == 200
