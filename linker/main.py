@@ -1,15 +1,17 @@
 """``linker``: the data plane. A synchronous pre-fork master supervising N trio workers.
 
-    linker [CONFIG | -c CONFIG] [--workers N] [--validate]
+    linker [CONFIG | -c CONFIG] [--workers N] [--validate] [--log-level LEVEL] [--version]
 
 The master (``linker.process.master``) binds every router's listeners and the admin port, forks the
 workers and supervises them; each worker (:func:`worker_main`) runs one trio loop serving all
 routers on the inherited sockets, with its own namerd watches and upstream connection pool.
+
+Logging is configured once, in the master, before it forks: the workers inherit the root logger's
+handler and ``--log-level``, and so do the workers a SIGHUP reload respawns.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -24,12 +26,14 @@ import trio
 from linker.config.load import (
     ConfigError,
     LinkerConfig,
+    RouterConfig,
     load_config,
     pool_limits,
     router_identifier,
     router_interpreter,
     server_limits,
 )
+from linker.http.accesslog import AccessLog
 from linker.http.server import serve_listeners
 from linker.http.upstream import UpstreamPool
 from linker.naming.explain import make_delegate
@@ -38,6 +42,7 @@ from linker.process.master import ListenError, Master, MasterSettings
 from linker.process.worker import WorkerContext
 from linker.routing.policies import RouterPolicies
 from linker.routing.router import Router
+from shared.cli import OneLineParser, add_cli_habits
 from shared.configtree import error_line, listen_hint
 
 __all__ = ["main", "worker_main"]
@@ -50,6 +55,7 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
     config: LinkerConfig = ctx.config
     listeners = ctx.trio_listeners()
     pools: list[UpstreamPool] = []
+    access_logs: list[AccessLog] = []
     async with trio.open_nursery() as background:
         async with trio.open_nursery() as serving:
             for router_cfg in config.routers:
@@ -72,6 +78,10 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                 )
                 pools.append(pool)
                 policies = RouterPolicies(router_cfg, ctx.metrics.router(router_cfg.label))
+                access_log = _open_access_log(router_cfg)
+                if access_log is not None:
+                    access_logs.append(access_log)
+                    await background.start(access_log.run)
                 socks = listeners.get(router_cfg.label, [])
                 for server_cfg, listener in zip(router_cfg.servers, socks, strict=True):
                     router = Router(router_cfg, server_cfg, identifier, interpreter, pool, policies)
@@ -83,13 +93,35 @@ async def worker_main(ctx: WorkerContext, shutdown: trio.Event) -> None:
                             server_limits(router_cfg, server_cfg),
                             shutdown=shutdown,
                             on_event=_events(ctx, router_cfg.label),
+                            on_response=access_log.record if access_log else None,
                         )
                     )
             ctx.ready()
+            # Shows (with --log-level debug) that the master's level reached the workers.
+            log.debug(
+                "worker %d (pid %d) serving %d routers",
+                ctx.worker_id,
+                os.getpid(),
+                len(config.routers),
+            )
         # Every server has drained (shutdown was set and in-flight requests finished).
         background.cancel_scope.cancel()
     for pool in pools:
         await pool.aclose()
+    for access_log in access_logs:
+        access_log.close()
+
+
+def _open_access_log(router: RouterConfig) -> AccessLog | None:
+    """This worker's writer of the router's ``httpAccessLog`` (opened anew by every worker, so
+    a SIGHUP's new workers reopen a file logrotate renamed)."""
+    if router.http_access_log is None:
+        return None
+    return AccessLog(
+        router.http_access_log,
+        flush_interval_ms=router.http_access_log_flush_interval_ms,
+        buffer_bytes=router.http_access_log_buffer_kb * 1024,
+    )
 
 
 def _interpreter_gauges(ctx: WorkerContext, label: str, interpreter: Any) -> None:
@@ -144,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     config is wrong or the linker cannot start (one line on stderr: ``file:line:col: ...`` at
     the key at fault, or ``linker: ...``); otherwise the master's (``linker.process.master``).
     """
-    parser = argparse.ArgumentParser(prog="linker", description="The linker data plane.")
+    parser = OneLineParser(prog="linker", description="The linker data plane.")
     parser.add_argument("config", nargs="?", help="config file (YAML; - for stdin)")
     parser.add_argument("-c", "--config", dest="config_opt", help="config file (same as CONFIG)")
     parser.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
     parser.add_argument("--validate", action="store_true", help="check the config and exit")
+    add_cli_habits(parser)
     args = parser.parse_args(argv)
     path = args.config_opt or args.config
     try:
@@ -160,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"linker: {config.source}: configuration is valid")
         return 0
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s linker %(process)d %(levelname)s %(message)s"
+        level=args.log_level, format="%(asctime)s linker %(process)d %(levelname)s %(message)s"
     )
 
     try:

@@ -1,6 +1,7 @@
 """``namerd``: start the name service (gunicorn master, uvicorn workers, embedded Redis default).
 
     namerd [CONFIG | -c CONFIG] [--workers N] [--data-dir DIR] [--validate]
+           [--log-level LEVEL] [--version]
 
 Start-up, in order, each step failing with one line on stderr and exit code 2 (``file:line:col:
 key: what is wrong; what to do`` where the config has a position for it, else ``namerd: ...``),
@@ -15,11 +16,14 @@ never a traceback:
    ``fd://N``, so a port in use is our one-line error rather than gunicorn's retries and log;
 4. start the embedded redis-server (if storage is embedded) and supervise it;
 5. run gunicorn, which forks the workers; each builds its own Redis connections and namers.
+
+Logging: ``--log-level`` (else ``$NAMERD_LOG_LEVEL``, else info) sets the root logger, configured
+here before gunicorn forks, so the workers' ``namerd.*`` loggers inherit it, and gunicorn's own
+``loglevel`` (its error log, which uvicorn's logger shares in the workers).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import logging
@@ -39,6 +43,7 @@ from namerd.naming.namers import FsNamer, NamerConfigError, Notifier, build_name
 from namerd.storage.embedded_redis import EmbeddedRedis, find_redis_server
 from namerd.storage.store import RedisDtabStore
 from shared import configtree
+from shared.cli import OneLineParser, add_cli_habits
 from shared.configtree import error_line, listen_hint
 
 __all__ = ["build", "listen", "main"]
@@ -59,8 +64,10 @@ class _Gunicorn(BaseApplication):
         redis_url: str,
         run_dir: str,
         on_exit: Any,
+        log_level: int = logging.INFO,
     ) -> None:
         self.namerd_config = config
+        self.log_level = log_level
         self.fds = fds
         self.redis_url = redis_url
         self.run_dir = run_dir
@@ -79,7 +86,7 @@ class _Gunicorn(BaseApplication):
             "keepalive": 5,
             "proc_name": "namerd",
             "errorlog": "-",
-            "loglevel": os.environ.get("NAMERD_LOG_LEVEL", "info"),
+            "loglevel": logging.getLevelName(self.log_level).lower(),
             "when_ready": self._ready,
             "on_exit": lambda arbiter: self._on_exit(),
         }
@@ -301,12 +308,13 @@ def _fail(message: str, source: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``namerd`` command (see the module docstring for exit codes)."""
-    parser = argparse.ArgumentParser(prog="namerd", description="The namerd name service.")
+    parser = OneLineParser(prog="namerd", description="The namerd name service.")
     parser.add_argument("config", nargs="?", help="config file (YAML or JSON; - for stdin)")
     parser.add_argument("-c", "--config", dest="config_opt", help="config file (same as CONFIG)")
     parser.add_argument("--workers", type=int, help="worker processes (default 2)")
     parser.add_argument("--data-dir", help="embedded Redis data directory (default ./.namerd)")
     parser.add_argument("--validate", action="store_true", help="check the config and exit")
+    add_cli_habits(parser, default_level=os.environ.get("NAMERD_LOG_LEVEL") or "info")
     args = parser.parse_args(argv)
     path = args.config_opt or args.config
     source = "<stdin>" if path == "-" else path
@@ -318,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.validate:
         print(f"namerd: {config.source}: configuration is valid")
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s namerd %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s namerd %(levelname)s %(message)s")
     try:
         config, socks = listen(config)
     except ConfigError as err:
@@ -373,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     # gunicorn owns the descriptors from here (it closes them on exit); our objects let go.
     fds = [s.detach() for s in socks]
     try:
-        _Gunicorn(config, fds, redis_url or "", run_dir, on_exit).run()
+        _Gunicorn(config, fds, redis_url or "", run_dir, on_exit, args.log_level).run()
     except SystemExit as exit_:
         on_exit()
         return int(exit_.code or 0)

@@ -8,6 +8,8 @@ streams mid-chunk. On SIGTERM/SIGINT/SIGQUIT we first tell every stream of this 
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from types import FrameType
 
@@ -22,6 +24,8 @@ from uvicorn.server import Server
 from namerd.app import begin_shutdown
 
 __all__ = ["NamerdWorker"]
+
+log = logging.getLogger("namerd.worker")
 
 
 class _DrainingServer(Server):
@@ -45,6 +49,8 @@ class NamerdWorker(UvicornWorker):
         self.config.app = self.wsgi
         server = _DrainingServer(config=self.config)
         self._install_sigquit_handler()
+        # Shows (with --log-level debug) that the level the master set reached the workers.
+        log.debug("worker pid %d serving on %d sockets", os.getpid(), len(self.sockets))
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -62,6 +62,14 @@ client.responseBodyIdleTimeoutMs  30000     once a service's response headers ar
 client.hostConnectionPool      maxIdle 100, idleTimeMs 60000, minSize 0, maxSize and
                                             maxWaiters unbounded (minSize <= maxSize)
 service.totalTimeoutMs         30000        whole request, until response headers -> 503
+httpAccessLog                  (none)       a file every worker appends one line per request
+                                            to (``linker.http.accesslog``: format, rotation);
+                                            its directory must exist and be writable
+httpAccessLogFlushIntervalMs   200          (ours) longest a line waits in memory (> 0)
+httpAccessLogBufferKB          64           (ours) buffered lines are written at once when
+                                            they reach this size (> 0)
+httpAccessLogRollPolicy /      never / true / Linkerd's rotation keys: only these defaults are
+  Append / RotateCount         -1           accepted; rotate with logrotate + SIGHUP instead
 =============================  ===========  =================================================
 
 Linkerd has no request timeout by default; we do (Linkerd users' most common surprise was a
@@ -91,12 +99,14 @@ configs, and a config that loads cannot fail at a worker's boot. Every error is 
 
 Linkerd keys this linker does not implement are rejected by name ("not supported by this
 linker; remove it") rather than accepted and ignored: ``telemetry``, ``usage``, ``tls``,
-``announce``/``announcers``, ``addForwardedHeader``, ``socketOptions``, ``httpAccessLog``,
-``tracePropagator``, ``bindingCache``, ``maxRequestKB``, ``maxResponseKB``, ``maxChunkKB``,
-``compressionLevel``, ``servers[].maxConcurrentRequests``, ``servers[].timestampHeader``,
-``interpreter.transformers``, ``client.requeueBudget``, ``client.clientSession``, and
-``streamingEnabled: false``. ``interpreter.experimental`` is accepted: it only acknowledges an
-experimental Linkerd feature, and nothing here needs acknowledging.
+``announce``/``announcers``, ``addForwardedHeader``, ``socketOptions``, ``tracePropagator``,
+``bindingCache``, ``maxRequestKB``, ``maxResponseKB``, ``maxChunkKB``, ``compressionLevel``,
+``servers[].maxConcurrentRequests``, ``servers[].timestampHeader``,
+``interpreter.transformers``, ``client.requeueBudget``, ``client.clientSession``,
+``streamingEnabled: false``, and any value but Linkerd's default of the access log's rotation
+keys (``httpAccessLogRollPolicy: never``, ``httpAccessLogAppend: true``,
+``httpAccessLogRotateCount: -1``). ``interpreter.experimental`` is accepted: it only
+acknowledges an experimental Linkerd feature, and nothing here needs acknowledging.
 """
 
 from __future__ import annotations
@@ -122,6 +132,7 @@ from linker.config.model import (
     plain,
 )
 from linker.config.prefix import StaticConfig, parse_static
+from linker.http.accesslog import open_problem
 from linker.http.server import ServerLimits
 from linker.http.upstream import PoolLimits
 from linker.naming.contract import Interpreter, InterpreterConfigError
@@ -216,7 +227,6 @@ _UNSUPPORTED = {
 }
 _UNSUPPORTED_ROUTER = {
     "announcers": "announcers",
-    "httpAccessLog": "the HTTP access log",
     "tracePropagator": "trace propagators",
     "bindingCache": "binding cache sizes",
     "maxRequestKB": "buffered (non-streaming) requests",
@@ -368,6 +378,7 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
     pool.done()
     client.done()
     service.done()
+    cfg = _access_log(cfg, sec)
     if sec.get("streamingEnabled", True, bool) is False:
         raise sec.error(
             "streamingEnabled",
@@ -381,6 +392,49 @@ def _router(raw: Any, index: int, namers: tuple[dict[str, Any], ...]) -> RouterC
     for server in cfg.servers:
         server_limits(cfg, server)
     return cfg
+
+
+# Linkerd's access log rotation keys and the one value of each that is what this linker does.
+_ACCESS_LOG_ROTATION: tuple[tuple[str, type, Any], ...] = (
+    ("httpAccessLogRollPolicy", str, "never"),
+    ("httpAccessLogAppend", bool, True),
+    ("httpAccessLogRotateCount", int, -1),
+)
+
+
+def _access_log(cfg: RouterConfig, sec: Any) -> RouterConfig:
+    """The ``httpAccessLog*`` keys: the file checked writable, rotation refused but for the
+    defaults (rotation is logrotate's job: the workers reopen the file on SIGHUP)."""
+    path = sec.get("httpAccessLog", None, str)
+    for key, kind, default in _ACCESS_LOG_ROTATION:
+        value = sec.get(key, default, kind)
+        if value != default:
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            raise sec.error(
+                key,
+                f"{shown} is not supported by this linker (log rotation); remove it or use "
+                f"{str(default).lower()}, and rotate with logrotate: rename the file, then "
+                "SIGHUP the linker",
+            )
+    flush_ms = sec.positive_int("httpAccessLogFlushIntervalMs", 200)
+    buffer_kb = sec.positive_int("httpAccessLogBufferKB", 64)
+    if path is None:
+        return cfg
+    if not path:
+        raise sec.error("httpAccessLog", "must be a file path (or be left out: no access log)")
+    problem = open_problem(path)
+    if problem is not None:
+        raise sec.error(
+            "httpAccessLog",
+            f"{path!r} {problem}; choose a file in a directory this user may write (a relative "
+            "path is taken from the directory the linker runs in)",
+        )
+    return replace(
+        cfg,
+        http_access_log=path,
+        http_access_log_flush_interval_ms=flush_ms,
+        http_access_log_buffer_kb=buffer_kb,
+    )
 
 
 def _static(

@@ -73,6 +73,10 @@ class RouterConfig:
     service: dict[str, Any] = field(default_factory=dict)
     client_static: tuple[StaticConfig, ...] = ()
     service_static: tuple[StaticConfig, ...] = ()
+    #: ``httpAccessLog``: the access log file every worker appends to (None: no access log).
+    http_access_log: str | None = None
+    http_access_log_flush_interval_ms: int = 200
+    http_access_log_buffer_kb: int = 64
 
     def client_params(self, client_id: Path | None = None) -> dict[str, Any]:
         """The client keys that apply to ``client_id`` (io.l5d.static configs overlaid)."""

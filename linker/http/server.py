@@ -79,6 +79,7 @@ from linker.errors import (
     VersionNotSupported,
     error_response,
 )
+from linker.http.accesslog import Recorder
 from linker.http.events import emit
 from linker.http.fastsocket import fast_stream
 from linker.http.framing import BadChunkLine, ChunkLineGuard
@@ -191,6 +192,7 @@ async def serve_connection(
     *,
     on_event: Callable[[str], None] | None = None,
     shutdown: trio.Event | None = None,
+    on_response: Recorder | None = None,
 ) -> None:
     """Serve HTTP/1.1 requests on ``stream`` until the client or a timeout ends it.
 
@@ -203,10 +205,12 @@ async def serve_connection(
             and ignored.
         shutdown: when set, an idle connection is closed at once and a busy one after its
             current response (which then carries ``connection: close``).
+        on_response: called after each response to a request (sent whole or cut short), with
+            its status and the body bytes sent: the access log (``linker.http.accesslog``).
 
     Error handling: never raises, except ``trio.Cancelled``.  See the module docstring.
     """
-    conn = _ServerConnection(stream, handler, limits, client, on_event, shutdown)
+    conn = _ServerConnection(stream, handler, limits, client, on_event, shutdown, on_response)
     await conn.run()
 
 
@@ -217,13 +221,15 @@ async def serve_listeners(
     *,
     shutdown: trio.Event,
     on_event: Callable[[str], None] | None = None,
+    on_response: Recorder | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections on every listener and serve each one in its own task.
 
     Args:
         listeners: already bound and listening.
-        handler, limits, on_event: passed to :func:`serve_connection` for each connection.
+        handler, limits, on_event, on_response: passed to :func:`serve_connection` for each
+            connection.
         shutdown: set it to stop.  Accepting stops at once and the listeners are closed (with
             pre-forked workers sharing a socket, only this process's copy closes, so the
             others go on accepting); idle connections close at once, busy ones after their
@@ -239,7 +245,14 @@ async def serve_listeners(
         async with trio.open_nursery() as acceptors:
             for listener in listeners:
                 acceptors.start_soon(
-                    _accept_loop, listener, connections, handler, limits, shutdown, on_event
+                    _accept_loop,
+                    listener,
+                    connections,
+                    handler,
+                    limits,
+                    shutdown,
+                    on_event,
+                    on_response,
                 )
             task_status.started()
             await shutdown.wait()
@@ -256,6 +269,7 @@ async def _accept_loop(
     limits: ServerLimits,
     shutdown: trio.Event,
     on_event: Callable[[str], None] | None,
+    on_response: Recorder | None,
 ) -> None:
     while True:
         try:
@@ -266,7 +280,9 @@ async def _accept_loop(
             log.error("accept() on %s failed (%s); retrying in 100 ms", listener, exc)
             await trio.sleep(_ACCEPT_RETRY_S)
             continue
-        connections.start_soon(_serve_socket, stream, handler, limits, shutdown, on_event)
+        connections.start_soon(
+            _serve_socket, stream, handler, limits, shutdown, on_event, on_response
+        )
 
 
 async def _serve_socket(
@@ -275,6 +291,7 @@ async def _serve_socket(
     limits: ServerLimits,
     shutdown: trio.Event,
     on_event: Callable[[str], None] | None,
+    on_response: Recorder | None,
 ) -> None:
     try:
         peer = stream.socket.getpeername()
@@ -282,7 +299,9 @@ async def _serve_socket(
     except (OSError, IndexError, TypeError, ValueError):
         client = ("", 0)  # the peer is already gone, or not an IP socket
     fast = fast_stream(stream)  # see linker.http.fastsocket: no scheduler trip per send/recv
-    await serve_connection(fast, handler, limits, client, on_event=on_event, shutdown=shutdown)
+    await serve_connection(
+        fast, handler, limits, client, on_event=on_event, shutdown=shutdown, on_response=on_response
+    )
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -475,8 +494,12 @@ class _ServerConnection:
         client: tuple[str, int],
         on_event: Callable[[str], None] | None,
         shutdown: trio.Event | None,
+        on_response: Recorder | None = None,
     ) -> None:
         self._stream = stream
+        self._on_response = on_response
+        self._sent_status = 0  # the last response head sent (0: none yet)
+        self._sent_body_bytes = 0  # and how many body bytes of it went out
         self._handler = handler
         self._limits = limits
         self._client = client
@@ -855,7 +878,11 @@ class _ServerConnection:
         # delimited without a close: a length, or no body at all.
         bodyless = method == "HEAD" or response.status in (204, 304)
         keep_10 = self._keep_alive_10 and (bodyless or response.body.length is not None)
-        if not await self._send_response(method, response, close_after, keep_10=keep_10):
+        self._sent_status = 0
+        sent = await self._send_response(method, response, close_after, keep_10=keep_10)
+        if self._on_response is not None:
+            self._record(event)
+        if not sent:
             return False
         if announced_close:
             return False
@@ -864,6 +891,22 @@ class _ServerConnection:
             if not await self._discard_unread_body(body):
                 return False
         return self._next_cycle()
+
+    def _record(self, event: h11.Request) -> None:
+        """The access log's line for this exchange; a failure costs the line, not the request."""
+        assert self._on_response is not None
+        try:
+            self._on_response(
+                self._client[0],
+                event.method,
+                event.target,
+                event.http_version,
+                event.headers,
+                self._sent_status,
+                self._sent_body_bytes,
+            )
+        except Exception:
+            log.exception("the access log failed")
 
     def _next_cycle(self) -> bool:
         """Make h11 ready for the next request; False if the connection must close instead.
@@ -948,6 +991,7 @@ class _ServerConnection:
             # precedes it, so a small response costs one send instead of three. Anything that
             # would wait is preceded by a flush, so a slow stream still gets its head at once.
             head_bytes = h.send(head)
+            self._sent_status, self._sent_body_bytes = response.status, 0
             # From here on: whether the head said keep-alive to an HTTP/1.0 client.
             self._keep_alive_10 = False
             if keep_10 and not (close or self._closing):
@@ -971,6 +1015,9 @@ class _ServerConnection:
                         piece = h.send(h11.Data(data=chunk))
                         out.append(piece)
                         pending += len(piece)
+                        # Counted when handed to the write batch; a client that goes away
+                        # mid-batch is over-counted by at most WRITE_BATCH_BYTES.
+                        self._sent_body_bytes += len(chunk)
             out.append(h.send(h11.EndOfMessage()))
             await self._write(b"".join(out))
             return True

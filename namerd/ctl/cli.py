@@ -1,9 +1,11 @@
 """namerctl's command line: arguments, settings, and the exit status.
 
 ``main`` never raises: every failure is one line on stderr (``namerctl: ...``) and a non-zero
-exit, 1 for a failed request or bad input, 2 for bad arguments or settings; a command group
-alone (``namerctl``, ``namerctl dtab``) prints its help, as cobra does. Global options are
-accepted before or after the command, as namerctl's persistent flags.
+exit, 1 for a failed request or bad input, 2 for bad arguments or settings. Bare ``namerctl``
+is a usage error (usage on stderr, exit 2: a script that lost its arguments must not pass);
+``namerctl dtab`` alone prints that group's help, as cobra does. Global options are accepted
+before or after the command, as namerctl's persistent flags; ``--version`` only before it
+(``dtab update --version`` is an ETag).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from namerd.ctl.settings import (
     ENV_TOKEN,
     resolve_settings,
 )
+from shared.cli import add_cli_habits
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -196,6 +199,8 @@ def build_parser() -> _Parser:
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # Top level only: on the commands, --version is an ETag (dtab update, rollback).
+    add_cli_habits(parser, log_levels=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     dtab = sub(commands, "dtab", [], "control namerd's delegation tables")
@@ -334,7 +339,11 @@ def run(argv: Sequence[str], env: Mapping[str, str], cwd: FsPath) -> int:
     parser = build_parser()
     args = parser.parse_args(_preprocess(argv))
     func = getattr(args, "func", None)
-    if func is None:  # a command group alone (`namerctl`, `namerctl dtab`): its help, as cobra
+    if args.command is None:  # bare `namerctl`: nothing to do is a usage error
+        parser.print_usage(sys.stderr)
+        print("namerctl: a command is required (see 'namerctl --help')", file=sys.stderr)
+        return 2
+    if func is None:  # a command group alone (`namerctl dtab`): its help, as cobra
         args.help_parser.print_help(sys.stdout)
         return 0
     settings = resolve_settings(args, env, cwd)

@@ -91,8 +91,11 @@ def namerd_interpreter(namerd_api_port: int) -> str:
 
 
 @contextlib.contextmanager
-def running_linker(tmp: Path, router: str, *, workers: int = 2, top: str = "") -> Iterator[Linker]:
-    """Start the linker (free ports) with ``router`` YAML and wait until every worker is ready."""
+def running_linker(
+    tmp: Path, router: str, *, workers: int = 2, top: str = "", args: tuple[str, ...] = ()
+) -> Iterator[Linker]:
+    """Start the linker (free ports) with ``router`` YAML (and more command-line ``args``) and
+    wait until every worker is ready."""
     port, admin_port = free_ports(2)
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "linker.yaml"
@@ -100,7 +103,7 @@ def running_linker(tmp: Path, router: str, *, workers: int = 2, top: str = "") -
     log_path = tmp / "linker.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "linker.main", "-c", str(cfg), "--workers", str(workers)],
+            [sys.executable, "-m", "linker.main", "-c", str(cfg), "--workers", str(workers), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp,

@@ -87,6 +87,7 @@ def start_namerd(
     env: dict[str, str] | None = None,
     name: str = "namerd",
     ports: tuple[int, int] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Namerd:
     """Start namerd (free ports unless ``ports`` = (api, admin)) and wait until it answers."""
     api_port, admin_port = ports or free_ports(2)
@@ -106,6 +107,7 @@ def start_namerd(
                 str(workers),
                 "--data-dir",
                 str(data_dir),
+                *args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

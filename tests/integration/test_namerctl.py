@@ -575,7 +575,12 @@ def test_bad_arguments_are_one_line(ctl: Run) -> None:
         got = ctl(*argv)
         assert got.code == 2, argv
         assert got.one_error_line.startswith(start), (argv, got.err)
-    helped = ctl()
+    # Bare namerctl: nothing to do is a usage error (usage on stderr, exit 2); --help is not.
+    bare = ctl()
+    assert bare.code == 2
+    assert bare.out == ""
+    assert bare.err.startswith("usage: namerctl")
+    helped = ctl("--help")
     assert helped.code == 0
     assert "namerctl manages namerd's delegation tables" in helped.out
 
