@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,10 @@ __all__ = ["main", "write_configs"]
 
 #: How long each component may take to come up.
 START_TIMEOUT_S = 60.0
+#: How long the stack gets to drain after Ctrl-C before what is left is killed.
+STOP_GRACE_S = 20.0
+#: How long the embedded Redis gets to save and exit when the quickstart shuts it down.
+REDIS_SHUTDOWN_TIMEOUT_S = 5.0
 
 PORTS = {
     "hello": 8081,
@@ -179,28 +184,53 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # From here on a signal only sets a flag: a second Ctrl-C that lands anywhere in the
+        # stopping code (even in this print) must cut the wait short, never raise out of it
+        # and leave children running.
+        again = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda _signum, _frame: again.set())
         print("\nquickstart: stopping... (Ctrl-C again to kill at once)", flush=True)
-        _stop(procs)
+        _stop(procs, again, work / "namerd" / "redis.sock")
     return 0
 
 
-def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """SIGTERM every process group and wait for each to drain; SIGKILL what is left after 20 s,
-    or at once on a second Ctrl-C (a terminal sends one to the whole group, often twice)."""
+def _stop(
+    procs: list[tuple[str, subprocess.Popen[bytes]]], again: threading.Event, redis_sock: FsPath
+) -> None:
+    """SIGTERM every process group and wait for each to drain; SIGKILL what is left after
+    STOP_GRACE_S, or at once when ``again`` is set (a second Ctrl-C: a terminal sends one to the
+    whole group, often twice)."""
     for _name, proc in reversed(procs):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        for _name, proc in reversed(procs):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(20)
-    except KeyboardInterrupt:
-        print("quickstart: killing what is left", flush=True)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while any(proc.poll() is None for _name, proc in procs):
+        if again.wait(0.05):
+            print("quickstart: killing what is left", flush=True)
+            break
+        if time.monotonic() > deadline:
+            break
+    killed = False
     for _name, proc in reversed(procs):
         if proc.poll() is None:
+            killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    if killed:
+        _shutdown_redis(redis_sock)
+
+
+def _shutdown_redis(socket_path: FsPath) -> None:
+    """Stop namerd's embedded Redis after namerd was killed: it runs in its own session (so
+    that namerd decides when it stops) and outlives a SIGKILLed namerd by design. SHUTDOWN
+    persists its data first (AOF); nothing answering is fine."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(REDIS_SHUTDOWN_TIMEOUT_S)
+        sock.connect(os.fspath(socket_path))
+        sock.sendall(b"SHUTDOWN\r\n")
+        sock.recv(1024)  # the server closes the connection once it has saved and exits
 
 
 GUIDE = """
