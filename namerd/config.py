@@ -105,7 +105,7 @@ from shared import (
 )
 from shared.budget import budget_from_config
 from shared.configtree import located_dict
-from shared.webguard import parse_allowed_hosts
+from shared.webguard import read_allowed_hosts
 
 __all__ = [
     "AdminConfig",
@@ -344,11 +344,7 @@ def _interface(raw: Any, top: configtree.Section) -> InterfaceConfig:
         if kind != HTTP_CONTROLLER:
             raise sec.error("kind", f"unknown interface kind {kind!r} (known: {HTTP_CONTROLLER})")
         _reject_unsupported(sec, _UNSUPPORTED_LISTENER)
-        hosts = sec.get("allowedHosts", [], list)
-        try:
-            allowed_hosts = parse_allowed_hosts(hosts)
-        except ValueError as err:
-            raise sec.error("allowedHosts", str(err)) from None
+        allowed_hosts = read_allowed_hosts(sec)
         iface = InterfaceConfig(
             sec.ip("ip", "127.0.0.1"),
             sec.port("port", DEFAULT_HTTP_PORT),

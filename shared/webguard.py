@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+from .configtree import Section
+
 __all__ = [
     "ANY_HOST",
     "SIMPLE_CONTENT_TYPES",
@@ -53,6 +55,7 @@ __all__ = [
     "check_write",
     "host_allowed",
     "parse_allowed_hosts",
+    "read_allowed_hosts",
     "split_authority",
 ]
 
@@ -216,3 +219,12 @@ def _origin_problem(origin: str, own: tuple[str, int | None] | None) -> str:
             "server may write"
         )
     return ""
+
+
+def read_allowed_hosts(sec: Section, key: str = "allowedHosts") -> tuple[str, ...]:
+    """``sec[key]`` read with :func:`parse_allowed_hosts`; errors point at the key (both config
+    loaders: namerd's interfaces, the linker's admin)."""
+    try:
+        return parse_allowed_hosts(sec.get(key, [], list))
+    except ValueError as err:
+        raise sec.error(key, str(err)) from None

@@ -144,7 +144,7 @@ from linker.policy.retries import build_retry_policy
 from linker.routing.identifiers import Identifier, build_identifier
 from shared import Dtab, DtabParseError, Path, configtree
 from shared.configtree import locate
-from shared.webguard import parse_allowed_hosts
+from shared.webguard import read_allowed_hosts
 
 __all__ = [
     "AdminConfig",
@@ -573,11 +573,7 @@ def parse_config(raw: Any, source: str = "<config>", *, workers: int | None = No
     top = Section(raw, configtree.TOP_LEVEL)
     _reject_unsupported(top, _UNSUPPORTED)
     admin_sec = Section(top.get("admin"), "admin", top.key_pos("admin"))
-    hosts = admin_sec.get("allowedHosts", [], list)
-    try:
-        allowed_hosts = parse_allowed_hosts(hosts)
-    except ValueError as err:
-        raise admin_sec.error("allowedHosts", str(err)) from None
+    allowed_hosts = read_allowed_hosts(admin_sec)
     admin = AdminConfig(
         admin_sec.ip("ip", "127.0.0.1"),
         admin_sec.port("port", DEFAULT_ADMIN_PORT),
