@@ -104,10 +104,13 @@ def test_killed_replica_is_ejected_and_failures_are_bounded(tmp_path: Path) -> N
     assert "alpha-3" not in down["served_by"]
     assert f["victim_answers_started_while_down"] == 0
     lk = f["linker"]
-    # Failure accrual took it out of every worker's balancer, quickly ...
-    assert lk["ejected_every_worker_ms"] is not None, lk
-    assert lk["ejected_every_worker_ms"] < 5000, lk
-    assert lk["min_available_while_down"] == lk["size_before"] * 2 / 3
+    # Failure accrual took it out of the balancer of the workers that tried it, quickly. Not
+    # necessarily of every worker: the kernel spreads the users' keep-alive connections over
+    # the workers unevenly, and a worker that routes no alpha request while it is down never
+    # tries it (seen in CI: every connection on one worker, available 6 -> 5, 0 failures).
+    assert lk["ejected_first_worker_ms"] is not None, lk
+    assert lk["ejected_first_worker_ms"] < 5000, lk
+    assert lk["size_before"] * 2 / 3 <= lk["min_available_while_down"] < lk["size_before"], lk
     # ... so the linker stopped trying it: each worker spends 5 failures to eject it, then
     # one probe per backoff (1-5 s); every attempt on the dead replica is one retry.
     assert lk["retries_while_down"] <= 25, lk
